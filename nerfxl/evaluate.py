@@ -1,0 +1,114 @@
+"""Rendering held-out views and scoring them (PSNR, SSIM)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from nerfxl.data.cameras import Cameras
+from nerfxl.data.rays import generate_image_rays
+from nerfxl.fileio import write_json_atomic
+from nerfxl.renderer import TiledRenderer
+
+
+@torch.no_grad()
+def render_image(renderer: TiledRenderer, cameras: Cameras, index: int) -> dict[str, Tensor]:
+    """Render camera ``index`` (model-frame cameras) as a novel view (zero appearance embedding).
+
+    Returns:
+        {"rgb": [H, W, 3], "depth": [H, W] ray distance in model units, "opacity": [H, W]} on CPU.
+    """
+    rays = generate_image_rays(cameras, index)
+    rays.image_indices = torch.full_like(rays.image_indices, -1)
+    out = renderer.render_rays_chunked(rays)
+    h, w = int(cameras.height[index]), int(cameras.width[index])
+    return {
+        "rgb": out.rgb.reshape(h, w, 3).clamp(0, 1).cpu(),
+        "depth": out.depth.reshape(h, w).cpu(),
+        "opacity": out.opacity.reshape(h, w).cpu(),
+    }
+
+
+def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
+    """PSNR and SSIM of [H, W, 3] images in [0, 1]."""
+    p = pred.permute(2, 0, 1)[None].float()
+    t = target.permute(2, 0, 1)[None].float()
+    return {
+        "psnr": float(peak_signal_noise_ratio(p, t, data_range=1.0)),
+        "ssim": float(structural_similarity_index_measure(p, t, data_range=1.0)),
+    }
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    return (image.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: list[int],
+                   save_dir: Path | None = None, log_images=None, step: int = 0) -> dict:
+    """Render ``indices`` of a split, compare with the dataset's images, optionally save them."""
+    import imageio.v3 as iio
+
+    per_image = []
+    t0 = time.perf_counter()
+    for j, i in enumerate(indices):
+        rendered = render_image(renderer, cameras, i)
+        target = dataset.images.rgb(i)
+        m = image_metrics(rendered["rgb"], target)
+        m["image"] = dataset.image_names[i] if dataset.image_names else str(i)
+        per_image.append(m)
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            side = torch.cat([target, rendered["rgb"]], dim=1)
+            iio.imwrite(save_dir / f"{j:04d}.png", to_uint8(side))
+        if log_images is not None and j < 4:
+            log_images.image(f"eval/view_{j}", step, torch.cat([target, rendered["rgb"]], dim=1))
+    seconds = time.perf_counter() - t0
+    n_pixels = sum(int(cameras.width[i] * cameras.height[i]) for i in indices)
+    return {
+        "psnr": float(np.mean([m["psnr"] for m in per_image])) if per_image else float("nan"),
+        "ssim": float(np.mean([m["ssim"] for m in per_image])) if per_image else float("nan"),
+        "n_images": len(per_image),
+        "render_seconds": seconds,
+        "rays_per_second": n_pixels / max(seconds, 1e-9),
+        "per_image": per_image,
+    }
+
+
+def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict:
+    """Periodic evaluation during training on (up to ``limit``) evenly spread test views."""
+    n = len(trainer.test_data)
+    indices = list(range(n)) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int).tolist()
+    trainer.renderer.eval()
+    try:
+        return evaluate_split(trainer.renderer, trainer.test_cameras, trainer.test_data, indices, log_images=log_images, step=trainer.step)
+    finally:
+        trainer.renderer.train()
+
+
+def evaluate_run(run_dir: Path, output: Path | None = None, device: str = "auto", limit: int | None = None,
+                 save_images: bool = True, split: str = "test") -> dict:
+    """Score a run's latest checkpoint on a split; writes ``eval.json`` (or ``output``)."""
+    from nerfxl.data.load import load_dataset
+    from nerfxl.trained import load_trained
+    from nerfxl.train import resolve_data_path
+
+    run = load_trained(run_dir, device=device)
+    c = run.config
+    data = load_dataset(resolve_data_path(c), split, downscale=c.downscale, background=c.background,
+                        cache_bytes=c.image_cache_mb * 1024**2)
+    cameras = run.transform.cameras(data.cameras).to(next(run.renderer.buffers()).device)
+    n = len(data)
+    indices = list(range(n)) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int).tolist()
+    save_dir = Path(run_dir) / "eval" / f"step-{run.step:08d}" if save_images else None
+    result = evaluate_split(run.renderer, cameras, data, indices, save_dir=save_dir)
+    result.update({"run": str(run_dir), "checkpoint": str(run.checkpoint), "step": run.step, "split": split})
+    out = Path(output) if output else Path(run_dir) / "eval.json"
+    write_json_atomic(out, result)
+    result["output"] = str(out)
+    return result

@@ -1,0 +1,164 @@
+"""Rendering a trained run along camera paths: test views, an orbit, or a nerfstudio camera path."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfxl.data.cameras import Cameras
+from nerfxl.errors import DataError
+from nerfxl.evaluate import render_image, to_uint8
+
+PathKind = Literal["orbit", "test", "train"]
+
+
+def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
+    """[3, 4] OpenGL camera-to-world at ``eye`` looking at ``target`` (−Z towards it, +Y ≈ ``up``)."""
+    forward = target - eye
+    forward = forward / forward.norm()
+    right = torch.linalg.cross(forward, up)
+    if right.norm() < 1e-6:  # looking along up: any perpendicular right vector will do
+        right = torch.linalg.cross(forward, torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype))
+    right = right / right.norm()
+    true_up = torch.linalg.cross(right, forward)
+    return torch.stack([right, true_up, -forward, eye], dim=1)
+
+
+def orbit_path(cameras: Cameras, scene_box: Tensor, n_frames: int = 120) -> Tensor:
+    """[n_frames, 3, 4] a circle around the scene like the training cameras see it.
+
+    The circle's radius and height are the median horizontal distance and height of the training
+    cameras relative to the box centre, about the cameras' mean up direction; the cameras look at
+    the centre of the box.
+    """
+    pos = cameras.positions.double()
+    center = 0.5 * (scene_box[0] + scene_box[1]).double()
+    up = cameras.camera_to_worlds[:, :3, 1].double().mean(0)
+    up = up / up.norm()
+    rel = pos - center
+    height = float((rel @ up).median())
+    horizontal = rel - (rel @ up)[:, None] * up
+    radius = float(horizontal.norm(dim=-1).median())
+    a = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if a.norm() < 1e-6:
+        a = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
+    # Look at the centre of the box's lower part for elevated orbits (city views), else the centre.
+    target = center
+    poses = []
+    for i in range(n_frames):
+        phi = 2 * math.pi * i / n_frames
+        eye = center + radius * (math.cos(phi) * a + math.sin(phi) * b) + height * up
+        poses.append(look_at(eye, target, up))
+    return torch.stack(poses).float()
+
+
+def read_camera_path(path: Path) -> tuple[Tensor, float, int, int, float]:
+    """A nerfstudio ``camera_path.json`` → (poses [N, 3, 4], vertical fov deg, width, height, fps)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        frames = data["camera_path"]
+        width, height = int(data["render_width"]), int(data["render_height"])
+        poses, fovs = [], []
+        for i, f in enumerate(frames):
+            m = np.asarray(f["camera_to_world"], dtype=np.float64).reshape(4, 4)
+            if not np.isfinite(m).all():
+                raise ValueError(f"frame {i}: camera_to_world is not finite")
+            poses.append(m[:3, :4])
+            fovs.append(float(f.get("fov", data.get("default_fov", 50.0))))
+        fps = float(data.get("fps", 24))
+    except FileNotFoundError:
+        raise DataError(path, "camera path file is missing") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON (line {e.lineno}: {e.msg})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(path, f"not a nerfstudio camera path ({e})") from None
+    if not poses:
+        raise DataError(path, "camera path has no frames")
+    return torch.tensor(np.stack(poses), dtype=torch.float32), float(np.mean(fovs)), width, height, fps
+
+
+def cameras_for_poses(poses: Tensor, width: int, height: int, fov_y_deg: float) -> Cameras:
+    fy = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
+    return Cameras.create(poses, fy, fy, width / 2, height / 2, width, height)
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
+    """MP4 (H.264 via imageio-ffmpeg's bundled ffmpeg); written to a temp name then renamed."""
+    import imageio.v2 as imageio
+
+    from nerfxl.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        mp4 = tmp.with_suffix(".mp4")
+        # Even sizes for yuv420p; macro_block_size=1 keeps odd sizes from being resized silently.
+        writer = imageio.get_writer(mp4, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+                                    ffmpeg_params=["-pix_fmt", "yuv420p"])
+        for f in frames:
+            h, w = f.shape[:2]
+            writer.append_data(f[: h - h % 2, : w - w % 2])
+        writer.close()
+        mp4.replace(tmp)
+
+
+def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video_name: str = "video.mp4",
+                depth: bool = False, progress: bool = True) -> dict:
+    """Render every camera (model frame) to PNGs and an MP4 in ``out_dir``."""
+    import imageio.v3 as iio
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i in tqdm(range(len(cameras)), desc="render", disable=not progress, unit="frame"):
+        out = render_image(renderer, cameras, i)
+        rgb = to_uint8(out["rgb"])
+        if depth:
+            d = out["depth"]
+            valid = out["opacity"] > 0.5
+            scale = float(d[valid].quantile(0.98)) if bool(valid.any()) else 1.0
+            gray = to_uint8((d / max(scale, 1e-6)).clamp(0, 1)[..., None].expand(-1, -1, 3))
+            rgb = np.concatenate([rgb, gray], axis=1)
+        iio.imwrite(out_dir / f"frame_{i:05d}.png", rgb)
+        frames.append(rgb)
+    video = out_dir / video_name
+    write_video(frames, video, fps)
+    return {"frames": len(frames), "folder": str(out_dir), "video": str(video)}
+
+
+def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | None = None, n_frames: int = 120,
+               fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
+               progress: bool = True) -> dict:
+    """Render a run's latest checkpoint along a path → PNGs + MP4 in ``output`` (default RUN/renders/NAME)."""
+    from nerfxl.data.load import load_dataset
+    from nerfxl.train import resolve_data_path
+    from nerfxl.trained import load_trained
+
+    run = load_trained(run_dir, device=device)
+    c = run.config
+    dev = next(run.renderer.buffers()).device
+    if isinstance(path, Path) or path not in ("orbit", "test", "train"):
+        poses, fov, w, h, fps = read_camera_path(Path(path))
+        cams = cameras_for_poses(run.transform.poses(poses), w, h, fov)
+        name = Path(path).stem
+    else:
+        split = "test" if path == "test" else "train"
+        data = load_dataset(resolve_data_path(c), split, downscale=c.downscale)
+        cams = run.transform.cameras(data.cameras)
+        if path == "orbit":
+            box = run.renderer.scene_box.cpu()
+            poses = orbit_path(cams, box, n_frames)
+            cams = Cameras.create(poses, cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0], cams.width[0], cams.height[0])
+        name = path
+    if resolution_scale != 1.0:
+        cams = cams.rescale(resolution_scale)
+    out_dir = Path(output) if output else Path(run_dir) / "renders" / name
+    result = render_path(run.renderer, cams.to(dev), out_dir, fps=fps, depth=depth, progress=progress)
+    result["step"] = run.step
+    return result

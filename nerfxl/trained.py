@@ -1,0 +1,47 @@
+"""Loading a trained model back from a run folder (for eval, render and resume)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
+from nerfxl.data.transform import SceneTransform
+from nerfxl.errors import CheckpointError
+from nerfxl.fields.config import build_radiance_field
+from nerfxl.renderer import TiledRenderer
+from nerfxl.train import TrainConfig, load_field_state, load_run_config, resolve_device
+
+
+@dataclass
+class TrainedRun:
+    """A run's configuration and its renderer restored from a checkpoint (in eval mode)."""
+
+    run_dir: Path
+    config: TrainConfig
+    renderer: TiledRenderer
+    transform: SceneTransform
+    step: int
+    checkpoint: Path
+
+
+def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None) -> TrainedRun:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    config = load_run_config(run_dir)
+    ckpt = checkpoint or latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir}: the run has no complete checkpoint yet")
+    names = None  # all shards but the optimizer's are needed
+    shards, state = load_checkpoint(ckpt, shard_names=names)
+    shards.pop("optimizer", None)
+    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
+    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]))
+    renderer = TiledRenderer(field_module, scene_box, config.render)
+    load_field_state(renderer, shards, state, ckpt)
+    renderer = renderer.to(resolve_device(device)).eval()
+    return TrainedRun(run_dir, config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)
