@@ -1,0 +1,144 @@
+"""Occupancy grid over one tile box, for skipping empty space while marching (Instant-NGP style).
+
+The grid keeps a running estimate of the largest density in each cell and a boolean occupancy
+derived from it. Updates evaluate the field at one random point per selected cell; the estimate
+decays between updates so that space the field has since emptied is eventually skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+
+class OccupancyGrid(nn.Module):
+    """Occupancy of a regular grid of cells over an axis-aligned box.
+
+    Buffers (saved in ``state_dict``):
+        box: [2, 3] min and max corner.
+        density: [rx, ry, rz] float, running max-density estimate per cell (starts at 0).
+        occupied: [rx, ry, rz] bool, starts all True so an untrained grid skips nothing.
+
+    Args:
+        box: [2, 3] (min corner, max corner) in world coordinates.
+        resolution: cells per axis, one int or (rx, ry, rz).
+    """
+
+    def __init__(self, box: Tensor, resolution: Union[int, Sequence[int]] = 128):
+        super().__init__()
+        box = torch.as_tensor(box)
+        if box.shape != (2, 3) or not bool((box[1] > box[0]).all()):
+            raise ValueError(f"box must be [2, 3] with max > min on every axis, got {box.tolist()}")
+        res = (int(resolution),) * 3 if isinstance(resolution, int) else tuple(int(r) for r in resolution)
+        if len(res) != 3 or min(res) < 1:
+            raise ValueError(f"resolution must be a positive int or three of them, got {resolution}")
+        self.resolution = res
+        dtype = box.dtype if box.is_floating_point() else torch.get_default_dtype()
+        self.register_buffer("box", box.detach().to(dtype).clone())
+        self.register_buffer("density", torch.zeros(res, dtype=dtype, device=box.device))
+        self.register_buffer("occupied", torch.ones(res, dtype=torch.bool, device=box.device))
+
+    @property
+    def n_cells(self) -> int:
+        return self.resolution[0] * self.resolution[1] * self.resolution[2]
+
+    @property
+    def occupied_fraction(self) -> float:
+        """Share of cells currently marked occupied, in [0, 1]."""
+        return float(self.occupied.float().mean())
+
+    def mark_all_occupied(self) -> None:
+        """Mark every cell occupied (the estimate is kept; the next update recomputes occupancy)."""
+        self.occupied.fill_(True)
+
+    def query(self, positions: Tensor) -> Tensor:
+        """Occupancy at world positions [N, 3] → bool [N]; points outside the box are False."""
+        box = self.box.to(positions.dtype)
+        lo, hi = box[0], box[1]
+        inside = ((positions >= lo) & (positions <= hi)).all(dim=-1)
+        return inside & self.occupied.reshape(-1)[self._cell_of(positions)]
+
+    @torch.no_grad()
+    def update(
+        self,
+        step: int,
+        density_fn: Callable[[Tensor], Tensor],
+        occ_thre: float = 0.01,
+        ema_decay: float = 0.95,
+        warmup_steps: int = 256,
+        n: int = 16,
+        generator: Optional[torch.Generator] = None,
+        chunk_size: int = 1 << 18,
+    ) -> bool:
+        """Refresh the estimate; meant to be called every training step.
+
+        Only acts when ``step % n == 0`` (returns False otherwise, True when it updated). An update:
+        1. decays the estimate of every cell: density ← ema_decay · density;
+        2. picks cells: all of them while ``step < warmup_steps``; afterwards n_cells // 4 cells
+           uniformly at random plus n_cells // 4 of the currently occupied cells (all occupied
+           cells when there are fewer), so occupied space is revisited more often than empty;
+        3. evaluates ``density_fn`` at one uniformly jittered point inside each picked cell and
+           takes density ← max(density, σ) there (a cell picked twice keeps the larger σ);
+        4. sets occupied = density > min(mean(density), occ_thre). The mean caps the threshold so
+           that a scene of uniformly low density early in training is not skipped entirely.
+
+        Args:
+            step: training step.
+            density_fn: world positions [N, 3] → densities [N] (or [N, 1]); run without autograd.
+            occ_thre: density above which a cell always counts as occupied.
+            ema_decay: per-update decay of the estimate.
+            warmup_steps: steps during which every cell is evaluated at every update.
+            n: update period in steps.
+            generator: random source on the grid's device, for reproducible updates.
+            chunk_size: most points passed to ``density_fn`` at once.
+        """
+        if step % n != 0:
+            return False
+        device = self.density.device
+        if step < warmup_steps:
+            cells = torch.arange(self.n_cells, device=device)
+        else:
+            quarter = max(self.n_cells // 4, 1)
+            uniform = torch.randint(self.n_cells, (quarter,), generator=generator, device=device)
+            occupied = torch.nonzero(self.occupied.reshape(-1)).squeeze(-1)
+            if occupied.numel() > quarter:
+                pick = torch.randint(occupied.numel(), (quarter,), generator=generator, device=device)
+                occupied = occupied[pick]
+            cells = torch.cat([uniform, occupied])
+
+        jitter = torch.rand((cells.numel(), 3), generator=generator, device=device, dtype=self.box.dtype)
+        positions = self._cell_corner(cells) + jitter * self._cell_size()
+        sigmas = torch.cat(
+            [density_fn(chunk).reshape(-1).to(self.density.dtype) for chunk in positions.split(chunk_size)]
+        )
+
+        estimate = (self.density * ema_decay).reshape(-1)
+        estimate = estimate.scatter_reduce(0, cells, sigmas, "amax", include_self=True)
+        self.density.copy_(estimate.reshape(self.resolution))
+        threshold = torch.clamp(self.density.mean(), max=occ_thre)
+        self.occupied.copy_(self.density > threshold)
+        return True
+
+    def _res(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.resolution, dtype=like.dtype, device=like.device)
+
+    def _cell_size(self) -> Tensor:
+        return (self.box[1] - self.box[0]) / self._res(self.box)
+
+    def _cell_corner(self, cells: Tensor) -> Tensor:
+        """Min corner [N, 3] of flat cell indices [N] (C order over [rx, ry, rz])."""
+        _, ry, rz = self.resolution
+        ijk = torch.stack([cells // (ry * rz), (cells // rz) % ry, cells % rz], dim=-1)
+        return self.box[0] + ijk.to(self.box.dtype) * self._cell_size()
+
+    def _cell_of(self, positions: Tensor) -> Tensor:
+        """Flat cell index [N] of positions [N, 3], clamped into the grid."""
+        box = self.box.to(positions.dtype)
+        res = self._res(positions)
+        ijk = torch.floor((positions - box[0]) / (box[1] - box[0]) * res)
+        # NaN positions become index 0 here; ``query`` has already ruled them outside.
+        ijk = torch.nan_to_num(ijk, nan=0.0).clamp(min=torch.zeros_like(res), max=res - 1).long()
+        _, ry, rz = self.resolution
+        return (ijk[..., 0] * ry + ijk[..., 1]) * rz + ijk[..., 2]
