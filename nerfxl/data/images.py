@@ -115,8 +115,13 @@ class ImageSource:
             if (array.shape[1], array.shape[0]) != want:
                 raise DataError(path, f"image is {array.shape[1]}x{array.shape[0]} but its camera says {want[0]}x{want[1]}")
         else:
-            with Image.open(path) as im:
-                full = im.size
+            try:
+                with Image.open(path) as im:
+                    full = im.size
+            except FileNotFoundError:
+                raise DataError(path, "image file is missing") from None
+            except (OSError, ValueError, SyntaxError) as e:
+                raise DataError(path, f"image cannot be read ({e})") from None
             expect = (round(full[0] / self.downscale), round(full[1] / self.downscale))
             if expect != want:
                 raise DataError(path, f"image is {full[0]}x{full[1]}; downscaled by {self.downscale:g} that is "

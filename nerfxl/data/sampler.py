@@ -113,8 +113,7 @@ class RayBatchSampler:
         depth = None
         if self.dataset.depths is not None:
             depth = torch.empty(self.batch_size)
-            for i in image_indices.unique().tolist():
-                sel = image_indices == i
+            for i, sel in _groups(image_indices):
                 depth[sel] = self.dataset.depths.get(i)[v[sel], u[sel]]
         return RayBatch(image_indices, pixels, rgb, alpha, depth)
 
@@ -124,12 +123,16 @@ class RayBatchSampler:
         if stack is not None:
             return stack[image_indices, v, u]
         images = self.dataset.images
-        first = images.get(int(image_indices[0]))
-        out = torch.empty(len(image_indices), first.shape[-1], dtype=torch.uint8)
-        for i in image_indices.unique().tolist():
-            sel = image_indices == i
-            img = images.get(i)
-            out[sel] = img[v[sel], u[sel]][:, : out.shape[1]]
+        out: Tensor | None = None
+        for i, sel in _groups(image_indices):
+            px = images.get(i)[v[sel], u[sel]]
+            if out is None:
+                out = torch.empty(len(image_indices), px.shape[-1], dtype=torch.uint8)
+            if px.shape[-1] != out.shape[-1]:
+                # RGB and RGBA images mixed in one batch: every pixel gets an alpha (opaque where
+                # its image has none) so transparent pixels are still composited.
+                out, px = _with_alpha(out), _with_alpha(px)
+            out[sel] = px
         return out
 
     def _all_images_stacked(self) -> Tensor | None:
@@ -144,5 +147,27 @@ class RayBatchSampler:
         first = self.dataset.images.get(0)
         if first.numel() * n > self.dataset.images.cache.max_bytes:
             return None
-        self._stack = torch.stack([self.dataset.images.get(i) for i in range(n)])
+        images = [self.dataset.images.get(i) for i in range(n)]
+        if len({img.shape[-1] for img in images}) > 1:
+            images = [_with_alpha(img) for img in images]
+        self._stack = torch.stack(images)
         return self._stack
+
+
+def _groups(image_indices: Tensor):
+    """Yield (image index, positions in the batch) per distinct image, in O(B log B).
+
+    A boolean mask per image would cost O(B) each, O(B · images) per batch: with a pool of
+    thousands of images that dominated the step time.
+    """
+    order = torch.argsort(image_indices, stable=True)
+    values, counts = torch.unique_consecutive(image_indices[order], return_counts=True)
+    for i, positions in zip(values.tolist(), torch.split(order, counts.tolist())):
+        yield i, positions
+
+
+def _with_alpha(pixels: Tensor) -> Tensor:
+    """uint8 [..., 3 or 4] → [..., 4]; an added alpha is 255 (opaque)."""
+    if pixels.shape[-1] == 4:
+        return pixels
+    return torch.cat([pixels, torch.full_like(pixels[..., :1], 255)], dim=-1)
