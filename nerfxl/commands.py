@@ -100,7 +100,7 @@ class Demo:
     """Training steps (default: the city preset's)."""
     seed: int = 0
     """Training seed."""
-    video_frames: int = 60
+    video_frames: int = 48
     """Frames of the orbit video."""
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""

@@ -94,14 +94,11 @@ def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict:
 def evaluate_run(run_dir: Path, output: Path | None = None, device: str = "auto", limit: int | None = None,
                  save_images: bool = True, split: str = "test") -> dict:
     """Score a run's latest checkpoint on a split; writes ``eval.json`` (or ``output``)."""
-    from nerfxl.data.load import load_dataset
+    from nerfxl.train import load_split
     from nerfxl.trained import load_trained
-    from nerfxl.train import resolve_data_path
 
     run = load_trained(run_dir, device=device)
-    c = run.config
-    data = load_dataset(resolve_data_path(c), split, downscale=c.downscale, background=c.background,
-                        cache_bytes=c.image_cache_mb * 1024**2)
+    data = load_split(run.config, split)
     cameras = run.transform.cameras(data.cameras).to(next(run.renderer.buffers()).device)
     n = len(data)
     indices = list(range(n)) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int).tolist()

@@ -33,9 +33,10 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
 def orbit_path(cameras: Cameras, scene_box: Tensor, n_frames: int = 120) -> Tensor:
     """[n_frames, 3, 4] a circle around the scene like the training cameras see it.
 
-    The circle's radius and height are the median horizontal distance and height of the training
-    cameras relative to the box centre, about the cameras' mean up direction; the cameras look at
-    the centre of the box.
+    The circle's height is the training cameras' median height above the box centre (about their
+    mean up direction) and its radius makes the view pitch the training cameras' median pitch
+    (capped by their median horizontal distance), so an aerial capture gets an aerial orbit and an
+    object capture an orbit at its usual distance. The cameras look at the centre of the box.
     """
     pos = cameras.positions.double()
     center = 0.5 * (scene_box[0] + scene_box[1]).double()
@@ -45,12 +46,15 @@ def orbit_path(cameras: Cameras, scene_box: Tensor, n_frames: int = 120) -> Tens
     height = float((rel @ up).median())
     horizontal = rel - (rel @ up)[:, None] * up
     radius = float(horizontal.norm(dim=-1).median())
+    forward = -cameras.camera_to_worlds[:, :3, 2].double()
+    pitch_down = float(torch.asin((-(forward @ up)).clamp(-1, 1)).median())
+    if pitch_down > 1e-3 and height > 0:
+        radius = min(radius, height / math.tan(pitch_down))
     a = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
     if a.norm() < 1e-6:
         a = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
     a = a / a.norm()
     b = torch.linalg.cross(up, a)
-    # Look at the centre of the box's lower part for elevated orbits (city views), else the centre.
     target = center
     poses = []
     for i in range(n_frames):
@@ -98,9 +102,8 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
 
     with atomic_path(path) as tmp:
         mp4 = tmp.with_suffix(".mp4")
-        # Even sizes for yuv420p; macro_block_size=1 keeps odd sizes from being resized silently.
-        writer = imageio.get_writer(mp4, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                                    ffmpeg_params=["-pix_fmt", "yuv420p"])
+        # yuv420p (what players expect) needs even sizes; frames are cropped by a row/column if odd.
+        writer = imageio.get_writer(mp4, fps=fps, codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p")
         for f in frames:
             h, w = f.shape[:2]
             writer.append_data(f[: h - h % 2, : w - w % 2])
@@ -136,8 +139,7 @@ def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | No
                fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
                progress: bool = True) -> dict:
     """Render a run's latest checkpoint along a path → PNGs + MP4 in ``output`` (default RUN/renders/NAME)."""
-    from nerfxl.data.load import load_dataset
-    from nerfxl.train import resolve_data_path
+    from nerfxl.train import load_split
     from nerfxl.trained import load_trained
 
     run = load_trained(run_dir, device=device)
@@ -149,7 +151,7 @@ def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | No
         name = Path(path).stem
     else:
         split = "test" if path == "test" else "train"
-        data = load_dataset(resolve_data_path(c), split, downscale=c.downscale)
+        data = load_split(c, split)
         cams = run.transform.cameras(data.cameras)
         if path == "orbit":
             box = run.renderer.scene_box.cpu()

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from nerfxl.data.boxes import intersect_rays_boxes
 from nerfxl.data.rays import RayBundle
 from nerfxl.rendering.occupancy import OccupancyGrid
+from nerfxl.rendering.pruning import contributing_samples, select_samples
 from nerfxl.rendering.sampling import PackedSamples, march_rays_in_box
 from nerfxl.rendering.segments import CompositedRays, composite_segments, render_segments, segment_order_from_entry
 
@@ -39,6 +40,13 @@ class RenderConfig:
     """Steps during which every cell is re-evaluated at each refresh."""
     chunk_rays: int = 16384
     """Rays rendered at once when rendering whole images (bounds memory)."""
+    prune_alpha_threshold: float = 1e-4
+    """Samples less opaque than this are dropped after a cheap density pass (0 = keep all)."""
+    prune_alpha_after: int = 256
+    """Training step from which the alpha rule applies; before it densities are still near their
+    tiny initial values and pruning them would leave no gradient at all."""
+    prune_transmittance_threshold: float = 1e-4
+    """Samples behind a stretch this opaque (transmittance below it) are dropped (0 = keep all)."""
 
 
 @dataclass
@@ -83,6 +91,7 @@ class TiledRenderer(nn.Module):
         self.config = config
         self.register_buffer("scene_box", scene_box.detach().clone().float())
         self.step_size = float((scene_box[1] - scene_box[0]).norm()) / config.samples_per_diagonal
+        self.prune_alpha = True  # the trainer switches it off until ``prune_alpha_after``
         self.occupancy = nn.ModuleList(
             OccupancyGrid(tile.box.detach().float(), occupancy_resolution_for(tile.box, config.occupancy_resolution))
             for tile in field.tiles
@@ -136,9 +145,15 @@ class TiledRenderer(nn.Module):
             that miss the tile), number of samples evaluated.
         """
         samples = self.sample_tile(k, rays, stratified, generator)
+        c = self.config
+        if samples.n_samples and (c.prune_alpha_threshold > 0 or c.prune_transmittance_threshold > 0):
+            with torch.no_grad():
+                sigmas = self.field.tile_density(k, sample_positions(rays, samples))
+                alpha_threshold = c.prune_alpha_threshold if self.prune_alpha else 0.0
+                keep = contributing_samples(samples, sigmas, len(rays), alpha_threshold, c.prune_transmittance_threshold)
+            samples = select_samples(samples, keep)
         ri = samples.ray_indices
-        mids = 0.5 * (samples.t_starts + samples.t_ends)
-        positions = rays.origins[ri] + rays.directions[ri] * mids[:, None]
+        positions = sample_positions(rays, samples)
         sigmas, rgbs = self.field.query(k, positions, rays.directions[ri], rays.image_indices[ri])
         block = render_segments(samples.t_starts, samples.t_ends, sigmas, rgbs, ri, len(rays))
         return block, samples.n_samples
@@ -150,7 +165,7 @@ class TiledRenderer(nn.Module):
 
     def background(self, rays: RayBundle) -> Tensor | None:
         """[R, 3] background colour behind each ray, or None for black."""
-        return self.field.background(rays.directions)
+        return self.field.background_colour(rays.directions, rays.image_indices)
 
     def composite(self, blocks: Tensor, rays: RayBundle, background: Tensor | None) -> CompositedRays:
         order = self.tile_order(rays) if blocks.shape[1] > 1 else None
@@ -192,6 +207,13 @@ class TiledRenderer(nn.Module):
             distortion=torch.cat([p.distortion for p in parts]),
             n_samples=n,
         )
+
+
+def sample_positions(rays: RayBundle, samples: PackedSamples) -> Tensor:
+    """[S, 3] interval midpoints in the coordinates of the rays."""
+    ri = samples.ray_indices
+    mids = 0.5 * (samples.t_starts + samples.t_ends)
+    return rays.origins[ri] + rays.directions[ri] * mids[:, None]
 
 
 def finish_rendering(out: CompositedRays, n_samples: int) -> RenderedRays:

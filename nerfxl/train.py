@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Optional
@@ -31,7 +31,7 @@ from nerfxl.data.dataset import Dataset
 from nerfxl.data.rays import RayBundle, generate_rays
 from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
-from nerfxl.errors import CheckpointError, ConfigError, NerfxlError
+from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError
 from nerfxl.fields.config import FieldConfig, build_radiance_field
 from nerfxl.renderer import RenderConfig, TiledRenderer
 
@@ -76,6 +76,11 @@ class TrainConfig:
 
     data: Optional[Path] = None
     """Dataset folder or JSON file; none = the built-in procedural city (generated on first use)."""
+    data_format: Optional[Literal["nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity"]] = None
+    """Dataset format; none = detected from the folder's layout."""
+    scene_box: Optional[tuple[float, float, float, float, float, float]] = None
+    """Scene bounds xmin ymin zmin xmax ymax zmax in dataset units; none = the dataset's own box
+    (from its points or cameras; worth setting for Mega-NeRF / MatrixCity captures)."""
     city_size: CitySize = "small"
     """Size of the built-in city when no --data is given."""
     output: Path = Path("outputs")
@@ -92,13 +97,13 @@ class TrainConfig:
     """Train on images downscaled by this factor."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Colour that transparent dataset pixels are composited onto (Blender scenes)."""
-    field: FieldConfig = field(default_factory=FieldConfig)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     """The radiance field."""
-    render: RenderConfig = field(default_factory=RenderConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
     """Sampling and rendering."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     """Optimiser and schedule."""
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     """Loss weights."""
     grid_upsample_steps: tuple[int, ...] = ()
     """Steps at which plane-line grids grow in resolution (the optimizer restarts for grids)."""
@@ -144,6 +149,20 @@ def resolve_data_path(config: TrainConfig) -> Path:
     return ensure_city(config.city_size, seed=0)
 
 
+def load_split(config: TrainConfig, split: str) -> Dataset:
+    """One split of the run's dataset, loaded as the run's configuration says."""
+    from nerfxl.data.load import load_dataset
+
+    data = load_dataset(resolve_data_path(config), split, downscale=config.downscale, background=config.background,
+                        cache_bytes=config.image_cache_mb * 1024**2, format=config.data_format)
+    if config.scene_box is not None:
+        box = torch.tensor(config.scene_box, dtype=torch.float32).reshape(2, 3)
+        if not bool((box[1] > box[0]).all()):
+            raise ConfigError(f"--scene-box {list(config.scene_box)}: each max must exceed its min")
+        data.scene_box = box
+    return data
+
+
 def run_name(config: TrainConfig, data_path: Path) -> str:
     if config.name:
         return config.name
@@ -169,18 +188,14 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_data: Dataset | None = None, test_data: Dataset | None = None):
-        from nerfxl.data.load import load_dataset
-
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
-        cache = config.image_cache_mb * 1024**2
         if train_data is None:
-            data_path = resolve_data_path(config)
-            train_data = load_dataset(data_path, "train", downscale=config.downscale, background=config.background, cache_bytes=cache)
+            train_data = load_split(config, "train")
             try:
-                test_data = load_dataset(data_path, "test", downscale=config.downscale, background=config.background, cache_bytes=cache)
-            except NerfxlError:
+                test_data = load_split(config, "test")
+            except DataError:
                 test_data = None  # a dataset without a test split still trains; eval says so
         self.train_data = train_data
         self.test_data = test_data
@@ -191,7 +206,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         tile_boxes = self.scene_box[None]  # one tile: the single-device model
-        field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data))
+        field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), seed=config.seed)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
         self.sampler = RayBatchSampler(train_data, config.batch_rays, config.seed)
         self.optimizer = self._build_optimizer()
@@ -201,12 +216,13 @@ class Trainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.config.optim
         groups = []
-        lrs = {"grid": o.lr_grid, "mlp": o.lr_mlp, "pose": o.lr_pose}
+        lrs = {"grids": o.lr_grid, "mlps": o.lr_mlp, "appearance": o.lr_mlp, "pose": o.lr_pose}
         for name, params in self.renderer.field.parameter_groups().items():
             params = [p for p in params if p.requires_grad]
             if params:
                 groups.append({"params": params, "lr": lrs[name], "name": name, "base_lr": lrs[name]})
-        return torch.optim.Adam(groups, eps=o.eps)
+        # foreach: one fused kernel per group instead of a Python loop over tensors (CPU too).
+        return torch.optim.Adam(groups, eps=o.eps, foreach=True)
 
     def _set_lr(self, step: int) -> None:
         o = self.config.optim
@@ -220,22 +236,24 @@ class Trainer:
             return
         i = sorted(c.grid_upsample_steps).index(step) + 1
         n = len(c.grid_upsample_steps)
-        start = c.field.grid.resolution
+        start = c.field.grid.base_resolution
         # Geometric growth in voxel count from the starting to the final resolution.
         res = tuple(int(round(s * (f / s) ** (i / n))) for s, f in zip(start, c.grid_final_resolution))
         for tile in self.renderer.field.tiles:
-            tile.grid.resize(res)
+            if hasattr(tile.grid, "resize"):
+                tile.grid.resize(res)
         self.optimizer = self._build_optimizer()
 
     def grid_resolutions(self) -> list[list[int]]:
-        return [list(getattr(t.grid, "base_resolution", ())) for t in self.renderer.field.tiles]
+        """Per tile, the current base resolution of resizable (plane-line) grids, else []."""
+        return [list(t.grid.base_resolution) if hasattr(t.grid, "resize") else [] for t in self.renderer.field.tiles]
 
     # ----------------------------------------------------------------- one step
     def rays_for(self, batch: RayBatch) -> RayBundle:
+        field_module = self.renderer.field
         c2w = None
-        pose = getattr(self.renderer.field, "pose", None)
-        if pose is not None:
-            c2w = pose.apply(self.train_cameras.camera_to_worlds[batch.image_indices], batch.image_indices)
+        if field_module.pose is not None:
+            c2w = field_module.correct_poses(self.train_cameras.camera_to_worlds[batch.image_indices], batch.image_indices)
         return generate_rays(self.train_cameras, batch.image_indices, batch.pixels, c2w)
 
     def training_loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
@@ -244,16 +262,21 @@ class Trainer:
         rays = self.rays_for(batch)
         g = generator_for(self.config.seed, 0x5A4D, step)
         jitter = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
-        out = self.renderer(rays, stratified=True, generator=jitter)
+        background = self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=jitter)
+        out = self.renderer(rays, stratified=True, generator=jitter, background=background)
         target = batch.rgb
+        if self.renderer.field.background is not None and self.renderer.field.background.is_random:
+            # Re-composite the target onto the same random colours the render used.
+            dataset_bg = self.train_data.background.to(target)
+            target = target + (1.0 - batch.alpha)[:, None] * (background - dataset_bg)
         mse = torch.mean((out.rgb - target) ** 2)
         loss = mse
         lc = self.config.loss
-        stats = {"mse": float(mse), "psnr": float(-10 * torch.log10(mse.detach().clamp_min(1e-10))), "samples": out.n_samples}
+        stats = {"mse": float(mse.detach()), "psnr": float(-10 * torch.log10(mse.detach().clamp_min(1e-10))), "samples": out.n_samples}
         if lc.distortion > 0:
             dist = out.distortion.mean()
             loss = loss + lc.distortion * dist
-            stats["distortion"] = float(dist)
+            stats["distortion"] = float(dist.detach())
         if lc.depth > 0 and batch.depth is not None:
             valid = batch.depth > 0
             if bool(valid.any()):
@@ -269,7 +292,7 @@ class Trainer:
                 loss = loss + lc.total_variation * grid.total_variation()
             if lc.density_l1 > 0 and hasattr(grid, "density_l1"):
                 loss = loss + lc.density_l1 * grid.density_l1()
-        stats["loss"] = float(loss)
+        stats["loss"] = float(loss.detach())
         return loss, stats
 
     def _camera_z(self, batch: RayBatch, rays: RayBundle) -> Tensor:
@@ -283,6 +306,7 @@ class Trainer:
         g = generator_for(self.config.seed, 0x0CC, step)
         occ_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         self.renderer.update_occupancy(step, occ_gen)
+        self.renderer.prune_alpha = step >= self.config.render.prune_alpha_after
         loss, stats = self.training_loss(step)
         if not math.isfinite(stats["loss"]):
             raise NerfxlError(f"loss became {stats['loss']} at step {step}; stopping "
@@ -435,10 +459,10 @@ def train(config: TrainConfig, steps_override: int | None = None) -> Path:
                 trainer.save()
     except KeyboardInterrupt:
         path = trainer.save()
-        logger.close()
         print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {path}")
         raise
-    logger.close()
+    finally:
+        logger.close()
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
