@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,6 @@ from typing import Literal, Optional
 
 import tyro
 
-from nerfxl.errors import ConfigError
 
 DEFAULT_PRESET = "city"
 

@@ -112,3 +112,13 @@ def test_nan_loss_stops_with_last_checkpoint_intact(tiny_city, tmp_path, monkeyp
     from nerfxl.checkpoint import verify_checkpoint
 
     verify_checkpoint(ckpt)
+
+
+def test_scene_box_override_and_format(tiny_city, tmp_path):
+    from nerfxl.train import load_split
+
+    cfg = tiny_config(tiny_city, tmp_path, scene_box=(-10.0, -10.0, 0.0, 10.0, 10.0, 5.0), data_format="nerfstudio")
+    data = load_split(cfg, "train")
+    torch.testing.assert_close(data.scene_box, torch.tensor([[-10.0, -10.0, 0.0], [10.0, 10.0, 5.0]]))
+    with pytest.raises(ConfigError, match="scene-box"):
+        load_split(dataclasses.replace(cfg, scene_box=(0.0, 0.0, 0.0, -1.0, 1.0, 1.0)), "train")

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 
 from nerfxl.data.cameras import CameraModel, Cameras
-from nerfxl.data.formats.common import SPLITS, ParsedScene, image_size, number, pose_matrix, read_frames_json
+from nerfxl.data.formats.common import (
+    SPLITS,
+    ParsedScene,
+    check_frame_file_paths,
+    frame_pose,
+    image_size,
+    number,
+    read_frames_json,
+)
 from nerfxl.errors import DataError
 
 SCENE_BOX = [[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]]
@@ -50,13 +58,9 @@ def parse_blender(root: Path) -> ParsedScene:
             raise DataError(json_path, "intrinsics missing: no camera_angle_x")
         angle = number(meta["camera_angle_x"], json_path, "camera_angle_x", positive=True)
         start = len(paths)
-        for i, frame in enumerate(frames):
-            if not isinstance(frame.get("file_path"), str):
-                raise DataError(json_path, f"frame {i} has no 'file_path' string")
-            where = f"frame '{frame['file_path']}'"
-            if "transform_matrix" not in frame:
-                raise DataError(json_path, f"{where} has no 'transform_matrix'")
-            c2ws.append(pose_matrix(frame["transform_matrix"], json_path, f"{where}: transform_matrix"))
+        check_frame_file_paths(frames, json_path)
+        for frame in frames:
+            c2ws.append(frame_pose(frame, json_path))
             paths.append(_image_path(root, frame["file_path"]))
             names.append(paths[-1].relative_to(root).as_posix() if paths[-1].is_relative_to(root) else str(paths[-1]))
         # All frames of a file share the first image's size (true of every Blender synthetic scene);

@@ -163,6 +163,21 @@ def pose_matrix(value: Any, source: Path, what: str) -> np.ndarray:
     return m[:3, :4]
 
 
+def check_frame_file_paths(frames: list, source: Path) -> None:
+    """Every transforms-style frame must name its image in a 'file_path' string."""
+    for i, frame in enumerate(frames):
+        if not isinstance(frame.get("file_path"), str):
+            raise DataError(source, f"frame {i} has no 'file_path' string")
+
+
+def frame_pose(frame: dict, source: Path) -> np.ndarray:
+    """The checked [3, 4] camera-to-world of a transforms-style frame (its 'transform_matrix')."""
+    where = f"frame '{frame['file_path']}'"
+    if "transform_matrix" not in frame:
+        raise DataError(source, f"{where} has no 'transform_matrix'")
+    return pose_matrix(frame["transform_matrix"], source, f"{where}: transform_matrix")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) of an image from its header only (no decoding)."""
     try:

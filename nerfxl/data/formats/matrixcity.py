@@ -33,13 +33,14 @@ import torch
 
 from nerfxl.data.cameras import CameraModel, Cameras
 from nerfxl.data.formats.common import (
+    check_frame_file_paths,
+    frame_pose,
     ParsedScene,
     check_rotation,
     holdout_splits,
     image_size,
     matrix,
     number,
-    pose_matrix,
     read_frames_json,
     scene_box_below_cameras,
 )
@@ -82,13 +83,10 @@ def _parse_pose_folder(root: Path) -> ParsedScene:
             continue
         meta, frames = read_frames_json(json_path)
         start = len(paths)
-        for i, frame in enumerate(frames):
-            if not isinstance(frame.get("file_path"), str):
-                raise DataError(json_path, f"frame {i} has no 'file_path' string")
+        check_frame_file_paths(frames, json_path)
+        for frame in frames:
             where = f"frame '{frame['file_path']}'"
-            if "transform_matrix" not in frame:
-                raise DataError(json_path, f"{where} has no 'transform_matrix'")
-            c2w = pose_matrix(frame["transform_matrix"], json_path, f"{where}: transform_matrix").copy()
+            c2w = frame_pose(frame, json_path).copy()
             c2w[:, 3] *= POSE_FILE_POSITION_SCALE
             image = root / frame["file_path"]
             w = _intrinsic(meta, frame, "w")

@@ -46,12 +46,13 @@ import torch
 
 from nerfxl.data.cameras import CAMERA_MODEL_NAMES, CameraModel, Cameras
 from nerfxl.data.formats.common import (
+    check_frame_file_paths,
+    frame_pose,
     ParsedScene,
     holdout_splits,
     image_size,
     matrix,
     number,
-    pose_matrix,
     read_frames_json,
     scene_box_tensor,
 )
@@ -98,9 +99,7 @@ def parse_nerfstudio(json_path: Path) -> ParsedScene:
     json_path = Path(json_path)
     root = json_path.parent
     meta, frames = read_frames_json(json_path)
-    for i, frame in enumerate(frames):
-        if not isinstance(frame.get("file_path"), str):
-            raise DataError(json_path, f"frame {i} has no 'file_path' string")
+    check_frame_file_paths(frames, json_path)
     order = sorted(range(len(frames)), key=lambda i: frames[i]["file_path"])
     frames = [frames[i] for i in order]
 
@@ -116,9 +115,7 @@ def parse_nerfstudio(json_path: Path) -> ParsedScene:
         path = root / frame["file_path"]
         image_paths.append(path)
         names.append(frame["file_path"])
-        if "transform_matrix" not in frame:
-            raise DataError(json_path, f"{where} has no 'transform_matrix'")
-        c2ws.append(pose_matrix(frame["transform_matrix"], json_path, f"{where}: transform_matrix"))
+        c2ws.append(frame_pose(frame, json_path))
 
         name, model = camera_model_of(get("camera_model") or "OPENCV", json_path, where)
         model_names.append(name)
