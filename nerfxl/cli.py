@@ -74,6 +74,9 @@ def _commands() -> dict[str, object]:
     from nerfxl.commands import TRAINING_COMMANDS
 
     commands.update(TRAINING_COMMANDS)
+    from nerfxl.partition.cli import Partition
+
+    commands["partition"] = Partition
     for name, (description, _) in COMMAND_GROUPS.items():
         commands[name] = dataclass(_group_placeholder(name, description))
     return commands
