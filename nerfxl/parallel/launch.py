@@ -1,0 +1,355 @@
+"""Start D processes on this machine, or run inside torchrun — one entry point for both.
+
+``launch(fn, nprocs, args)`` calls ``fn(ctx, *args)`` on every rank, ``ctx`` being the rank's
+:class:`~nerfxl.parallel.distributed.DistContext`:
+
+- under torchrun (or any launcher that set RANK/WORLD_SIZE), this process *is* one rank: it joins the
+  group from the environment and runs ``fn`` here;
+- with ``nprocs == 1`` it runs ``fn`` here with a single-process context (no group, debuggable);
+- otherwise it spawns ``nprocs`` processes (``torch.multiprocessing``, start method "spawn": CUDA cannot
+  be forked) with the environment torchrun would give them, so ``init_distributed`` is the same code
+  path in both cases.
+
+Failure handling is the reason this is more than ``torch.multiprocessing.spawn``: when a rank raises or
+dies (even by SIGKILL, which leaves no traceback) the parent notices at once through the process
+sentinel, terminates the others — which may be blocked in a collective waiting for the dead one — and
+raises :class:`WorkerError` naming the rank, within a few seconds, never hanging.
+
+Networking stays on loopback: the parent hosts the rendezvous store on a socket it bound to
+127.0.0.1 (port chosen by the kernel, so no race for a "free" port), the children connect to it as
+torchrun's workers connect to the agent's store, and gloo is pinned to the loopback interface.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.connection import wait
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nerfxl.errors import ConfigError, NerfxlError
+from nerfxl.parallel.distributed import DEFAULT_TIMEOUT_S, init_distributed, resolve_device, shutdown
+
+# After the first failure, keep listening this long so that failures it caused (peers whose collective
+# broke) are reported as secondary rather than racing to be first.
+_SETTLE_S = 0.5
+# SIGTERM first (lets Python-level cleanup run), SIGKILL whoever is still there after this.
+_TERMINATE_GRACE_S = 5.0
+
+
+class WorkerError(NerfxlError):
+    """A spawned rank raised or died.
+
+    Attributes:
+        rank: the rank that failed first.
+        exitcode: its exit code (negative: killed by that signal), or None if it was still running.
+        exc_type: the exception's class name, or None when it died without raising.
+        traceback: its formatted traceback ("" when it died without one).
+        others: one-line descriptions of the ranks that failed after it (usually as a consequence).
+        still_running: ranks that had neither failed nor finished (then terminated) — after a
+            collective timeout, likely the ones that were stuck.
+    """
+
+    def __init__(self, message: str, rank: int, exitcode: int | None, exc_type: str | None = None,
+                 traceback: str = "", others: list[str] | None = None, still_running: list[int] | None = None):
+        super().__init__(message)
+        self.still_running = still_running or []
+        self.rank = rank
+        self.exitcode = exitcode
+        self.exc_type = exc_type
+        self.traceback = traceback
+        self.others = others or []
+
+
+def running_under_torchrun() -> bool:
+    """True in a process started by torchrun (torch elastic always sets TORCHELASTIC_RUN_ID)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") is not None
+
+
+def _launched_externally() -> bool:
+    # torchrun, or another launcher (srun wrappers, mpirun scripts) that exports the same variables.
+    return running_under_torchrun() or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def launch(fn: Callable[..., Any], nprocs: int | None, args: tuple = (), device: str | torch.device = "auto",
+           timeout_s: float = DEFAULT_TIMEOUT_S, max_runtime_s: float | None = None) -> dict[int, Any]:
+    """Run ``fn(ctx, *args)`` on ``nprocs`` ranks.
+
+    Args:
+        fn: a module-level function (spawn pickles it by name); its return value must be picklable.
+        nprocs: number of processes; under torchrun None means "whatever torchrun started", and a number
+            must match WORLD_SIZE.
+        args: extra positional arguments for ``fn`` (picklable).
+        device: "auto" | "cpu" | "cuda"; with CUDA rank r takes cuda:r.
+        timeout_s: collective timeout of the process group (see ``init_distributed``).
+        max_runtime_s: optional wall-clock limit for the whole run; None: no limit.
+    Returns:
+        ``{rank: fn's return value}`` for every rank this call ran: all of them when it spawned, just
+        this process's rank under torchrun.
+    Raises:
+        WorkerError: a spawned rank raised or died; the others have been terminated. (In-process runs —
+            nprocs 1 or under torchrun — let fn's exception through unchanged.)
+        ConfigError: bad nprocs, or more processes than GPUs.
+    """
+    if _launched_externally():
+        world = int(os.environ["WORLD_SIZE"])
+        if nprocs is not None and nprocs != world:
+            raise ConfigError(f"launched with WORLD_SIZE={world} (torchrun --nproc-per-node × nodes) "
+                              f"but nprocs={nprocs}")
+        return _run_here(fn, args, device, timeout_s)
+    if nprocs is None or not isinstance(nprocs, int) or nprocs < 1:
+        raise ConfigError(f"nprocs must be a positive integer, got {nprocs!r}")
+    # Fail in the parent, before paying for D interpreter start-ups, if there are not enough GPUs.
+    resolve_device(device, local_rank=nprocs - 1, world_size=nprocs)
+    if nprocs == 1:
+        return _run_here(fn, args, device, timeout_s)
+    return _spawn(fn, nprocs, args, device, timeout_s, max_runtime_s)
+
+
+def _run_here(fn, args, device, timeout_s) -> dict[int, Any]:
+    ctx = init_distributed(device, timeout_s)
+    try:
+        return {ctx.rank: fn(ctx, *args)}
+    finally:
+        shutdown(ctx)
+
+
+# -- children -----------------------------------------------------------------------------------------
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """End this rank if the launching process disappears (e.g. kill -9 of the parent): otherwise it
+    would sit in a collective until the timeout, holding a GPU."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _child_env(rank: int, world: int, port: int) -> dict[str, str]:
+    env = {
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        "RANK": str(rank), "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
+        "GROUP_RANK": "0", "ROLE_RANK": str(rank), "ROLE_WORLD_SIZE": str(world),
+        # The store already runs in the parent: every rank connects as a client, as under torchrun.
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }
+    return env
+
+
+def _loopback_interface() -> str | None:
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except (OSError, AttributeError):
+        return None
+    return next((n for n in ("lo", "lo0") if n in names), None)
+
+
+def _child_main(rank: int, world: int, port: int, fn, args, device, timeout_s: float, conn,
+                parent_pid: int, threads: int | None) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    os.environ.update(_child_env(rank, world, port))
+    lo = _loopback_interface()
+    if lo is not None:
+        # Without this gloo binds to the interface the hostname resolves to (possibly a public one).
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", lo)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", lo)
+    if threads is not None:
+        # D processes × all cores each would oversubscribe the CPU (torchrun sets OMP_NUM_THREADS=1).
+        torch.set_num_threads(threads)
+    ctx = None
+    try:
+        ctx = init_distributed(device, timeout_s)
+        try:
+            result = fn(ctx, *args)
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                raise
+            result = None
+        payload = pickle.dumps(result)
+    except BaseException as e:  # noqa: BLE001 - everything must reach the parent, even KeyboardInterrupt
+        tb = traceback.format_exc()
+        sys.stderr.write(f"[nerfxl rank {rank}/{world}] {tb}")
+        try:
+            conn.send(("error", type(e).__name__, str(e), tb))
+            conn.close()
+        except Exception:  # noqa: BLE001 - the parent may be gone; exiting is all that is left
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit: the peers may be stuck in a collective with us, and interpreter shutdown (process
+        # group destructors, non-daemon threads) could block; the parent has what it needs.
+        os._exit(1)
+    conn.send(("ok", payload))
+    conn.close()
+    shutdown(ctx)
+
+
+# -- parent -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rank:
+    process: Any
+    reader: Any
+    message: tuple | None = None
+    reader_open: bool = True
+    exited: bool = False
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "was still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def _spawn(fn, nprocs, args, device, timeout_s, max_runtime_s) -> dict[int, Any]:
+    mpctx = mp.get_context("spawn")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    # The store takes ownership of the fd (and closes it), hence detach().
+    store = dist.TCPStore("127.0.0.1", port, None, True, timedelta(seconds=float(timeout_s)),
+                          wait_for_workers=False, master_listen_fd=sock.detach())
+    threads = None
+    if torch.device(resolve_device(device)).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // nprocs)
+    ranks: list[_Rank] = []
+    try:
+        for rank in range(nprocs):
+            reader, writer = mpctx.Pipe(duplex=False)
+            p = mpctx.Process(target=_child_main, name=f"nerfxl-rank{rank}",
+                              args=(rank, nprocs, port, fn, args, device, timeout_s, writer, os.getpid(), threads))
+            try:
+                p.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                raise ConfigError(f"launch: fn and args must be picklable (a module-level function, not a lambda "
+                                  f"or local function): {e}") from e
+            writer.close()  # so that the reader sees EOF when the child exits
+            ranks.append(_Rank(p, reader))
+        return _monitor(ranks, max_runtime_s)
+    finally:
+        _terminate([r.process for r in ranks])
+        for r in ranks:
+            r.reader.close()
+        del store
+
+
+def _receive(r: _Rank) -> None:
+    """Read the rank's single message if one is there (never blocks for long: the child writes it whole)."""
+    if not r.reader_open:
+        return
+    try:
+        if r.reader.poll():
+            r.message = r.reader.recv()
+        else:
+            return
+    except (EOFError, OSError):
+        pass
+    r.reader_open = False
+
+
+def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
+    n = len(ranks)
+    deadline = None if max_runtime_s is None else time.monotonic() + max_runtime_s
+    failures: list[tuple[int, str, str | None, str]] = []  # (rank, description, exc_type, traceback)
+    failed: set[int] = set()
+    settle_until = None
+
+    def fail(rank: int, description: str, exc_type: str | None = None, tb: str = "") -> None:
+        nonlocal settle_until
+        if rank in failed:
+            return
+        failed.add(rank)
+        failures.append((rank, description, exc_type, tb))
+        if settle_until is None:
+            settle_until = time.monotonic() + _SETTLE_S
+
+    while not all(r.exited for r in ranks):
+        now = time.monotonic()
+        if settle_until is not None and now >= settle_until:
+            break
+        if deadline is not None and now >= deadline:
+            still = [i for i, r in enumerate(ranks) if not r.exited]
+            raise WorkerError(f"ranks {still} of {n} still running after max_runtime_s={max_runtime_s}; terminated",
+                              rank=still[0], exitcode=None, still_running=still)
+        limits = [t for t in (settle_until, deadline) if t is not None]
+        timeout = max(0.0, min(limits) - now) if limits else None
+        handles = {}
+        for i, r in enumerate(ranks):
+            if not r.exited:
+                handles[r.process.sentinel] = ("exit", i)
+            if r.reader_open:
+                handles[r.reader] = ("msg", i)
+        ready = [handles[h] for h in wait(list(handles), timeout)]
+        # Exits before messages: when a rank is SIGKILLed, its peers' "connection closed" errors can arrive
+        # in the same wake-up, and the death is the cause.
+        for kind, i in sorted(ready, key=lambda e: e[0] != "exit"):
+            r = ranks[i]
+            _receive(r)
+            if r.message is not None and r.message[0] == "error":
+                _, exc_type, text, tb = r.message
+                fail(i, f"raised {exc_type}: {text}", exc_type, tb)
+            if kind == "exit":
+                # The sentinel fires as the child's fds close, a moment before it can be reaped.
+                r.process.join(5.0)
+                r.exited = True
+                code = r.process.exitcode
+                if code != 0 and (r.message is None or r.message[0] != "error"):
+                    fail(i, _describe_exit(code))
+                elif code == 0 and (r.message is None or r.message[0] != "ok"):
+                    fail(i, "exited with code 0 without returning a result")
+
+    if failures:
+        rank, description, exc_type, tb = failures[0]
+        others = [f"rank {o}: {d.splitlines()[0][:200] if d else d}" for o, d, _, _ in failures[1:]]
+        message = f"rank {rank} of {n} {description.strip()}"
+        if others:
+            message += " (then " + "; ".join(others) + ")"
+        # A rank that neither failed nor finished is often the culprit of a timeout (stuck elsewhere).
+        running = [i for i, r in enumerate(ranks) if not r.exited and i not in failed]
+        if running:
+            message += f"; terminated rank(s) {running}, still running at that point"
+        raise WorkerError(message, rank=rank, exitcode=ranks[rank].process.exitcode, exc_type=exc_type,
+                          traceback=tb, others=others, still_running=running)
+    results = {}
+    for i, r in enumerate(ranks):
+        try:
+            results[i] = pickle.loads(r.message[1])
+        except Exception as e:  # noqa: BLE001 - e.g. a class the parent cannot import
+            raise NerfxlError(f"rank {i}: could not unpickle its return value: {e}") from e
+    return results
+
+
+def _terminate(processes: list) -> None:
+    """SIGTERM every live process, SIGKILL those still alive after the grace period, reap all."""
+    live = [p for p in processes if p.is_alive()]
+    for p in live:
+        p.terminate()
+    end = time.monotonic() + _TERMINATE_GRACE_S
+    for p in live:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in live:
+        if p.is_alive():
+            p.kill()
+            p.join()
