@@ -32,13 +32,14 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "Object-centric Blender scenes (white background): plane-line VM grid, 128³ at the finest level.",
         TrainConfig(
             steps=5000,
-            batch_rays=4096,
+            batch_rays=2048,
             field=FieldConfig(
                 grid=GridConfig(mode="vm", base_resolution=(32, 32, 32), scales=(1, 2, 4),
                                 density_channels=8, appearance_channels=24),
+                density_shift=0.0,  # see "city": pruning can start at step 0
                 background="white",
             ),
-            render=RenderConfig(samples_per_diagonal=1024, occupancy_resolution=128),
+            render=RenderConfig(samples_per_diagonal=512, occupancy_resolution=128, prune_alpha_after=0),
             eval_every=1000,
         ),
     ),
