@@ -79,10 +79,17 @@ def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: 
     }
 
 
+def spread_indices(n: int, limit: int | None) -> list[int]:
+    """All of range(n), or ``limit`` indices spread evenly over it (first and last included)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return np.linspace(0, n - 1, limit).round().astype(int).tolist()
+
+
 def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict:
     """Periodic evaluation during training on (up to ``limit``) evenly spread test views."""
     n = len(trainer.test_data)
-    indices = list(range(n)) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int).tolist()
+    indices = spread_indices(n, limit)
     trainer.renderer.eval()
     try:
         return evaluate_split(trainer.renderer, trainer.test_cameras, trainer.test_data, indices, log_images=log_images, step=trainer.step)
@@ -100,7 +107,7 @@ def evaluate_run(run_dir: Path, output: Path | None = None, device: str = "auto"
     data = load_split(run.config, split)
     cameras = run.transform.cameras(data.cameras).to(next(run.renderer.buffers()).device)
     n = len(data)
-    indices = list(range(n)) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int).tolist()
+    indices = spread_indices(n, limit)
     save_dir = Path(run_dir) / "eval" / f"step-{run.step:08d}" if save_images else None
     result = evaluate_split(run.renderer, cameras, data, indices, save_dir=save_dir)
     result.update({"run": str(run_dir), "checkpoint": str(run.checkpoint), "step": run.step, "split": split})

@@ -260,8 +260,7 @@ class Trainer:
         """Loss of step ``step`` (deterministic in (seed, step) and the current parameters)."""
         batch = self.sampler.sample(step).to(self.device)
         rays = self.rays_for(batch)
-        g = generator_for(self.config.seed, 0x5A4D, step)
-        jitter = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        jitter = self._step_generator(0x5A4D, step)
         background = self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=jitter)
         out = self.renderer(rays, stratified=True, generator=jitter, background=background)
         target = batch.rgb
@@ -300,11 +299,15 @@ class Trainer:
         forward = -self.train_cameras.camera_to_worlds[batch.image_indices][:, :3, 2]
         return (rays.directions * forward).sum(-1).clamp_min(1e-6)
 
+    def _step_generator(self, stream: int, step: int) -> torch.Generator:
+        """A generator on the training device seeded from (seed, stream, step) only (exact resume)."""
+        g = generator_for(self.config.seed, stream, step)
+        return torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+
     def train_step(self, step: int) -> dict[str, float]:
         self._maybe_upsample(step)
         self._set_lr(step)
-        g = generator_for(self.config.seed, 0x0CC, step)
-        occ_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        occ_gen = self._step_generator(0x0CC, step)
         self.renderer.update_occupancy(step, occ_gen)
         self.renderer.prune_alpha = step >= self.config.render.prune_alpha_after
         loss, stats = self.training_loss(step)

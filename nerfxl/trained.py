@@ -35,9 +35,8 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     ckpt = checkpoint or latest_checkpoint(run_dir)
     if ckpt is None:
         raise CheckpointError(f"{run_dir}: the run has no complete checkpoint yet")
-    names = None  # all shards but the optimizer's are needed
-    shards, state = load_checkpoint(ckpt, shard_names=names)
-    shards.pop("optimizer", None)
+    shards, state = load_checkpoint(ckpt)
+    shards.pop("optimizer", None)  # rendering needs every shard but the optimizer's
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
     field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]))
