@@ -3,16 +3,20 @@
 Layout of one checkpoint (a folder under ``RUN_DIR/checkpoints/``)::
 
     step-00001000/
-        shared.safetensors      modules shared by all tiles (decoder, embeddings, ...)
-        tile-000.safetensors    one shard per tile, named by tile (not by process), so the
-        tile-001.safetensors    files of a run do not depend on how many devices trained it
-        optimizer.safetensors   optimizer tensors (its JSON part goes into state.json)
-        state.json              step, resolutions, RNG and sampler state, optimizer metadata
+        shared.safetensors      modules shared by all tiles (decoder, embeddings, ...) and their
+                                optimizer moments
+        tile-000.safetensors    one shard per tile — weights, occupancy grid, optimizer moments —
+        tile-001.safetensors    named by tile (not by process), so the files of a run do not
+                                depend on how many devices trained it, and any D that divides K
+                                can load them (re-sharding)
+        state.json              step, tile boxes, per-tile resolutions, scene transform
         manifest.json           written last: file sizes and SHA-256 of everything above
 
 A checkpoint folder is first written under a temporary name and renamed into place, so a killed
 writer never leaves a folder that looks complete; ``manifest.json`` is the completeness mark.
-No pickle anywhere: tensors go through safetensors, everything else through JSON.
+With several processes each writes its own shards into the temporary folder, rank 0 collects
+their sizes and hashes, writes the manifest and renames (the run folder must be on a file system
+every process sees). No pickle anywhere: tensors go through safetensors, everything else JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +36,9 @@ from torch import Tensor
 
 from nerfxl.errors import CheckpointError
 from nerfxl.fileio import write_json_atomic
+
+if TYPE_CHECKING:
+    from nerfxl.parallel.distributed import DistContext
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
@@ -50,8 +57,14 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def save_checkpoint(run_dir: Path, step: int, shards: dict[str, dict[str, Tensor]], state: dict[str, Any], keep: int = 3) -> Path:
+def save_checkpoint(run_dir: Path, step: int, shards: dict[str, dict[str, Tensor]], state: dict[str, Any], keep: int = 3,
+                    ctx: "DistContext | None" = None) -> Path:
     """Write one checkpoint atomically and drop all but the newest ``keep`` complete ones.
+
+    With several processes (``ctx.world_size > 1``) every process must call this at the same step:
+    each passes its own shards (names must not collide across processes); rank 0's ``state`` is
+    written, with the ``"tiles"`` entries (tile id → info) of every process merged into it. A write
+    that fails on any process makes every process raise, and nothing is renamed into place.
 
     Args:
         run_dir: the run folder.
@@ -59,41 +72,83 @@ def save_checkpoint(run_dir: Path, step: int, shards: dict[str, dict[str, Tensor
         shards: shard name → flat dict of tensors; each becomes ``<name>.safetensors``.
         state: JSON-serialisable metadata (saved as ``state.json``).
         keep: how many complete checkpoints to keep (older ones are deleted after this one lands).
+        ctx: the process group; None = a single process.
     Returns:
         The checkpoint folder.
     """
+    from nerfxl.parallel.distributed import all_gather_bytes, barrier, broadcast_bytes
+
+    distributed = ctx is not None and ctx.world_size > 1
+    main = not distributed or ctx.rank == 0
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    tmp_name = b""
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp_name = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root)).name.encode()
+    if distributed:
+        tmp_name = broadcast_bytes(tmp_name if main else None, ctx)
+    tmp = root / tmp_name.decode()
     try:
-        files: dict[str, dict[str, Any]] = {}
-        for name, tensors in shards.items():
-            path = tmp / f"{name}.safetensors"
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-            files[path.name] = {}
-        (tmp / STATE).write_text(json.dumps(state, indent=1))
-        files[STATE] = {}
-        for fname in files:
-            p = tmp / fname
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-            files[fname] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        write_json_atomic(tmp / MANIFEST, {"step": step, "files": files})
-        if final.exists():  # re-saving a step (e.g. after a resume): swap, never delete first
-            trash = root / f".{final.name}.old"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        report: dict[str, Any] = {"files": {}, "tiles": state.get("tiles", {})}
+        try:
+            report["files"] = _write_shards(tmp, shards)
+        except OSError as e:
+            report["error"] = f"{tmp}: {e}"
+        reports = [report] if not distributed else [json.loads(b) for b in all_gather_bytes(json.dumps(report).encode(), ctx)]
+        errors = [f"rank {r}: {rep['error']}" for r, rep in enumerate(reports) if "error" in rep]
+        if errors:
+            raise CheckpointError(f"could not write checkpoint {final.name}: " + "; ".join(errors))
+        if main:
+            files: dict[str, dict[str, Any]] = {}
+            tiles: dict[str, Any] = {}
+            for rep in reports:
+                files.update(rep["files"])
+                tiles.update(rep["tiles"])
+            full_state = dict(state)
+            if tiles:
+                full_state["tiles"] = dict(sorted(tiles.items(), key=lambda kv: int(kv[0])))
+            files.update(_write_shards(tmp, {}, {STATE: json.dumps(full_state, indent=1)}))
+            write_json_atomic(tmp / MANIFEST, {"step": step, "files": dict(sorted(files.items()))})
+            _rename_into_place(tmp, final)
     finally:
-        if tmp.exists():
+        if main and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if main:
+        for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    if distributed:
+        barrier(ctx)  # nobody moves on (or reads the checkpoint) before it is in place
     return final
+
+
+def _write_shards(folder: Path, shards: dict[str, dict[str, Tensor]], texts: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Write shards (and text files) into ``folder``, fsync them; returns {file: {bytes, sha256}}."""
+    written = []
+    for name, tensors in shards.items():
+        path = folder / f"{name}.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        written.append(path)
+    for fname, text in (texts or {}).items():
+        (folder / fname).write_text(text)
+        written.append(folder / fname)
+    entries = {}
+    for p in written:
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+        entries[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return entries
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    if final.exists():  # re-saving a step (e.g. after a resume): swap, never delete first
+        trash = final.parent / f".{final.name}.old"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -110,8 +165,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
-    """Check every file against the manifest; return the manifest. Raises CheckpointError."""
+def verify_checkpoint(path: Path, hashes: bool = True, files: Iterable[str] | None = None) -> dict[str, Any]:
+    """Check every file (or only ``files``) against the manifest; return the manifest. Raises CheckpointError."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
@@ -120,7 +175,10 @@ def verify_checkpoint(path: Path, hashes: bool = True) -> dict[str, Any]:
         raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST})") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path / MANIFEST}: unreadable manifest ({e})") from None
+    wanted = None if files is None else set(files)
     for fname, meta in entries.items():
+        if wanted is not None and fname not in wanted:
+            continue
         p = path / fname
         if not p.is_file():
             raise CheckpointError(f"{p}: missing from checkpoint")
@@ -138,13 +196,15 @@ def load_checkpoint(path: Path, shard_names: list[str] | None = None, verify: bo
         (shards, state): shard name → tensors, and the ``state.json`` contents.
     """
     path = Path(path)
-    manifest = verify_checkpoint(path, hashes=verify)
+    manifest = verify_checkpoint(path, hashes=False)
     names = [f[: -len(".safetensors")] for f in manifest["files"] if f.endswith(".safetensors")]
     if shard_names is not None:
         missing = sorted(set(shard_names) - set(names))
         if missing:
             raise CheckpointError(f"{path}: has no shard(s) {', '.join(missing)} (it holds {', '.join(sorted(names))})")
         names = list(shard_names)
+    if verify:  # hash only what this process reads: K tiles × D readers would hash everything D times
+        verify_checkpoint(path, hashes=True, files=[f"{n}.safetensors" for n in names] + [STATE])
     shards = {}
     for name in names:
         try:
@@ -155,35 +215,49 @@ def load_checkpoint(path: Path, shard_names: list[str] | None = None, verify: bo
     return shards, state
 
 
-def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON metadata."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, per_param in state_dict["state"].items():
-        for key, value in per_param.items():
-            if isinstance(value, Tensor):
-                tensors[f"{index}.{key}"] = value
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+OPTIMIZER_PREFIX = "optim."
 
 
-def unflatten_optimizer_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    for index, values in meta.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer, named_params: Iterable[tuple[str, Tensor]]) -> dict[str, Tensor]:
+    """The optimizer's per-parameter state of ``named_params`` as ``optim.<name>.<key>`` tensors.
+
+    Keyed by parameter *name*, not by position in the optimizer, so the state of a tile can be saved
+    with the tile and loaded into an optimizer built over any other set of tiles.
+    """
+    out: dict[str, Tensor] = {}
+    for name, p in named_params:
+        for key, value in optimizer.state.get(p, {}).items():
+            if not isinstance(value, Tensor):
+                value = torch.tensor(value, dtype=torch.float64)
+            out[f"{OPTIMIZER_PREFIX}{name}.{key}"] = value
+    return out
 
 
-def rng_state() -> dict[str, Any]:
-    """The global torch CPU RNG state as JSON-friendly data (training draws from it rarely)."""
-    return {"torch_cpu": torch.get_rng_state().tolist()}
+def load_optimizer_state_tensors(optimizer: torch.optim.Optimizer, named_params: Iterable[tuple[str, Tensor]],
+                                 tensors: dict[str, Tensor], where: str) -> None:
+    """Inverse of :func:`optimizer_state_tensors`; parameters without saved state start fresh.
+
+    Raises:
+        CheckpointError: a saved moment has another shape than its parameter.
+    """
+    by_name: dict[str, dict[str, Tensor]] = {}
+    for full, value in tensors.items():
+        if full.startswith(OPTIMIZER_PREFIX):
+            name, key = full[len(OPTIMIZER_PREFIX):].rsplit(".", 1)
+            by_name.setdefault(name, {})[key] = value
+    for name, p in named_params:
+        saved = by_name.get(name)
+        if not saved:
+            continue
+        state = {}
+        for key, value in saved.items():
+            if value.dim() > 0 and tuple(value.shape) != tuple(p.shape):
+                raise CheckpointError(f"{where}: optimizer state {name}.{key} is {list(value.shape)}, "
+                                      f"the parameter is {list(p.shape)}")
+            # Moments live with the parameter; Adam keeps its step counter on the CPU.
+            state[key] = value.to(p.device) if value.dim() > 0 else value.to(torch.float32)
+        optimizer.state[p] = state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    if "torch_cpu" in state:
-        torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+def without_optimizer_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}

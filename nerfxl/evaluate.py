@@ -1,4 +1,8 @@
-"""Rendering held-out views and scoring them (PSNR, SSIM)."""
+"""Rendering held-out views and scoring them (PSNR, SSIM), on one process or on D.
+
+With D processes every process renders its tiles' segments of each image and rank 0 gathers,
+composites, scores and saves (nerf-xl.md §6); the other processes return None.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +17,31 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.rays import generate_image_rays
 from nerfxl.fileio import write_json_atomic
+from nerfxl.parallel.distributed import DistContext
+from nerfxl.parallel.partition_based import render_rays_chunked_to_main
 from nerfxl.renderer import TiledRenderer
 
 
+def local_context(renderer: TiledRenderer) -> DistContext:
+    """The single-process context for a renderer that holds all tiles."""
+    return DistContext(device=renderer.scene_box.device)
+
+
 @torch.no_grad()
-def render_image(renderer: TiledRenderer, cameras: Cameras, index: int) -> dict[str, Tensor]:
+def render_image(renderer: TiledRenderer, cameras: Cameras, index: int, ctx: DistContext | None = None) -> dict[str, Tensor] | None:
     """Render camera ``index`` (model-frame cameras) as a novel view (zero appearance embedding).
 
+    Every process of ``ctx`` must call it; the image comes back on rank 0 only.
+
     Returns:
-        {"rgb": [H, W, 3], "depth": [H, W] ray distance in model units, "opacity": [H, W]} on CPU.
+        {"rgb": [H, W, 3], "depth": [H, W] ray distance in model units, "opacity": [H, W]} on CPU,
+        or None on ranks other than 0.
     """
     rays = generate_image_rays(cameras, index)
     rays.image_indices = torch.full_like(rays.image_indices, -1)
-    out = renderer.render_rays_chunked(rays)
+    out = render_rays_chunked_to_main(renderer, rays, ctx or local_context(renderer))
+    if out is None:
+        return None
     h, w = int(cameras.height[index]), int(cameras.width[index])
     return {
         "rgb": out.rgb.reshape(h, w, 3).clamp(0, 1).cpu(),
@@ -49,14 +65,19 @@ def to_uint8(image: Tensor) -> np.ndarray:
 
 
 def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: list[int],
-                   save_dir: Path | None = None, log_images=None, step: int = 0) -> dict:
-    """Render ``indices`` of a split, compare with the dataset's images, optionally save them."""
+                   save_dir: Path | None = None, log_images=None, step: int = 0, ctx: DistContext | None = None) -> dict | None:
+    """Render ``indices`` of a split, compare with the dataset's images, optionally save them.
+
+    Returns the scores on rank 0, None on the other processes of ``ctx``.
+    """
     import imageio.v3 as iio
 
     per_image = []
     t0 = time.perf_counter()
     for j, i in enumerate(indices):
-        rendered = render_image(renderer, cameras, i)
+        rendered = render_image(renderer, cameras, i, ctx)
+        if rendered is None:
+            continue
         target = dataset.images.rgb(i)
         m = image_metrics(rendered["rgb"], target)
         m["image"] = dataset.image_names[i] if dataset.image_names else str(i)
@@ -68,6 +89,8 @@ def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: 
         if log_images is not None and j < 4:
             log_images.image(f"eval/view_{j}", step, torch.cat([target, rendered["rgb"]], dim=1))
     seconds = time.perf_counter() - t0
+    if ctx is not None and not ctx.is_main:
+        return None
     n_pixels = sum(int(cameras.width[i] * cameras.height[i]) for i in indices)
     return {
         "psnr": float(np.mean([m["psnr"] for m in per_image])) if per_image else float("nan"),
@@ -86,13 +109,15 @@ def spread_indices(n: int, limit: int | None) -> list[int]:
     return np.linspace(0, n - 1, limit).round().astype(int).tolist()
 
 
-def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict:
-    """Periodic evaluation during training on (up to ``limit``) evenly spread test views."""
+def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict | None:
+    """Periodic evaluation during training on (up to ``limit``) evenly spread test views (every
+    process calls it; scores on rank 0, None elsewhere)."""
     n = len(trainer.test_data)
     indices = spread_indices(n, limit)
     trainer.renderer.eval()
     try:
-        return evaluate_split(trainer.renderer, trainer.test_cameras, trainer.test_data, indices, log_images=log_images, step=trainer.step)
+        return evaluate_split(trainer.renderer, trainer.test_cameras, trainer.test_data, indices, log_images=log_images,
+                              step=trainer.step, ctx=trainer.ctx)
     finally:
         trainer.renderer.train()
 

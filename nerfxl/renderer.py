@@ -2,14 +2,20 @@
 
 This is the single-process form of NeRF-XL's partition-based rendering (nerf-xl.md §4): every tile
 renders its own segment of each ray into a [n_rays, 6] block and the blocks are composited front to
-back. With one tile it is ordinary volume rendering. The distributed strategies reuse
-:meth:`TiledRenderer.render_tile` and only change where the blocks come from.
+back. With one tile it is ordinary volume rendering. A renderer may hold only some of the K tiles
+(a device's share); the distributed strategies in :mod:`nerfxl.parallel` reuse
+:meth:`TiledRenderer.render_local_tiles` / :meth:`TiledRenderer.query_tile` and only change where the
+other tiles' blocks or samples come from.
+
+Random draws (sample jitter, occupancy refreshes) come from one generator *per tile*, so a tile
+draws the same numbers whichever process holds it and whichever other tiles that process holds.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -75,12 +81,16 @@ def occupancy_resolution_for(box: Tensor, longest: int) -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(e / cell - 1e-6)) for e in extent)  # type: ignore[return-value]
 
 
+TileGenerators = Optional[Callable[[int], Optional[torch.Generator]]]
+"""Tile index k → the random generator tile k draws from (None: the global generator)."""
+
+
 class TiledRenderer(nn.Module):
-    """A radiance field of K tiles + one occupancy grid per tile + the sampling settings.
+    """A radiance field of K tiles + one occupancy grid per held tile + the sampling settings.
 
     Args:
         field: a :class:`nerfxl.fields.model.RadianceField` whose tiles have boxes in the
-            renderer's (normalised) coordinates.
+            renderer's (normalised) coordinates; it may hold only some of the K tiles.
         scene_box: [2, 3] box of the whole scene (the union of the tile boxes).
         config: sampling settings.
     """
@@ -99,11 +109,25 @@ class TiledRenderer(nn.Module):
 
     @property
     def n_tiles(self) -> int:
-        return len(self.field.tiles)
+        """K, the number of tiles of the whole scene (held here or not)."""
+        return self.field.n_tiles
+
+    @property
+    def tile_ids(self) -> tuple[int, ...]:
+        """Global indices of the tiles held by this renderer, in slot order."""
+        return self.field.tile_ids
+
+    @property
+    def holds_all_tiles(self) -> bool:
+        return len(self.field.tile_ids) == self.n_tiles
+
+    def occupancy_grid(self, k: int) -> OccupancyGrid:
+        """The occupancy grid of global tile k (held here)."""
+        return self.occupancy[self.field.tile_ids.index(int(k))]
 
     def tile_boxes(self) -> Tensor:
-        """[K, 2, 3] boxes of all tiles."""
-        return torch.stack([tile.box for tile in self.field.tiles])
+        """[K, 2, 3] boxes of all K tiles (also those held elsewhere)."""
+        return self.field.tile_boxes
 
     @property
     def density_threshold(self) -> float:
@@ -111,38 +135,38 @@ class TiledRenderer(nn.Module):
         return -math.log1p(-self.config.occupancy_alpha_threshold) / self.step_size
 
     @torch.no_grad()
-    def update_occupancy(self, step: int, generator: torch.Generator | None = None, tiles: list[int] | None = None) -> None:
-        """Refresh the occupancy grids of ``tiles`` (default all) from the current densities."""
-        for k in range(self.n_tiles) if tiles is None else tiles:
-            self.occupancy[k].update(
+    def update_occupancy(self, step: int, generators: TileGenerators = None) -> None:
+        """Refresh the occupancy grids of the held tiles from the current densities."""
+        for k in self.tile_ids:
+            self.occupancy_grid(k).update(
                 step,
                 lambda p, k=k: self.field.tile_density(k, p),
                 occ_thre=self.density_threshold,
                 n=self.config.occupancy_update_every,
                 warmup_steps=self.config.occupancy_warmup_steps,
-                generator=generator,
+                generator=None if generators is None else generators(k),
             )
 
     def sample_tile(self, k: int, rays: RayBundle, stratified: bool, generator: torch.Generator | None = None) -> PackedSamples:
         return march_rays_in_box(
             rays.origins,
             rays.directions,
-            self.field.tiles[k].box,
+            self.field.tile(k).box,
             self.step_size,
-            occupancy=self.occupancy[k],
+            occupancy=self.occupancy_grid(k),
             max_samples_per_ray=self.config.max_samples_per_ray,
             stratified=stratified,
             generator=generator,
         )
 
-    def render_tile(
+    def query_tile(
         self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, int]:
-        """Tile k's segment of every ray.
+    ) -> tuple[PackedSamples, Tensor, Tensor]:
+        """March tile k, drop samples that cannot contribute, evaluate the rest.
 
         Returns:
-            ([R, 6] segment block — colour, opacity, depth numerator, distortion — zeros for rays
-            that miss the tile), number of samples evaluated.
+            (samples sorted by ray then t, sigmas [S], rgbs [S, 3]); sigmas/rgbs are
+            differentiable w.r.t. tile k's and the shared parameters.
         """
         samples = self.sample_tile(k, rays, stratified, generator)
         c = self.config
@@ -155,8 +179,35 @@ class TiledRenderer(nn.Module):
         ri = samples.ray_indices
         positions = sample_positions(rays, samples)
         sigmas, rgbs = self.field.query(k, positions, rays.directions[ri], rays.image_indices[ri])
-        block = render_segments(samples.t_starts, samples.t_ends, sigmas, rgbs, ri, len(rays))
+        return samples, sigmas, rgbs
+
+    def render_tile(
+        self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, int]:
+        """Tile k's segment of every ray.
+
+        Returns:
+            ([R, 6] segment block — colour, opacity, depth numerator, distortion — zeros for rays
+            that miss the tile), number of samples evaluated.
+        """
+        samples, sigmas, rgbs = self.query_tile(k, rays, stratified, generator)
+        block = render_segments(samples.t_starts, samples.t_ends, sigmas, rgbs, samples.ray_indices, len(rays))
         return block, samples.n_samples
+
+    def render_local_tiles(
+        self, rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
+    ) -> tuple[Tensor, int]:
+        """Segments of every ray in each held tile.
+
+        Returns:
+            ([n_held, R, 6] blocks in slot order, samples evaluated over the held tiles).
+        """
+        blocks, n_samples = [], 0
+        for k in self.tile_ids:
+            block, n = self.render_tile(k, rays, stratified, None if generators is None else generators(k))
+            blocks.append(block)
+            n_samples += n
+        return torch.stack(blocks), n_samples
 
     def tile_order(self, rays: RayBundle) -> Tensor:
         """[R, K] front-to-back order of the tiles along each ray (missed tiles last)."""
@@ -168,6 +219,7 @@ class TiledRenderer(nn.Module):
         return self.field.background_colour(rays.directions, rays.image_indices)
 
     def composite(self, blocks: Tensor, rays: RayBundle, background: Tensor | None) -> CompositedRays:
+        """Composite [R, K, 6] blocks, slot k holding global tile k, in each ray's tile order."""
         order = self.tile_order(rays) if blocks.shape[1] > 1 else None
         return composite_segments(blocks, order=order, background=background)
 
@@ -175,18 +227,20 @@ class TiledRenderer(nn.Module):
         self,
         rays: RayBundle,
         stratified: bool = False,
-        generator: torch.Generator | None = None,
+        generators: TileGenerators = None,
         background: Tensor | None = None,
     ) -> RenderedRays:
-        """Render rays through all tiles in this process (the single-process reference)."""
-        blocks, n_samples = [], 0
-        for k in range(self.n_tiles):
-            block, n = self.render_tile(k, rays, stratified, generator)
-            blocks.append(block)
-            n_samples += n
+        """Render rays through all K tiles in this process (the single-process reference)."""
+        if not self.holds_all_tiles:
+            raise RuntimeError(f"this renderer holds tiles {list(self.tile_ids)} of {self.n_tiles}; render "
+                               f"through a strategy in nerfxl.parallel instead")
+        blocks, n_samples = self.render_local_tiles(rays, stratified, generators)
+        order = sorted(range(len(self.tile_ids)), key=lambda slot: self.tile_ids[slot])
+        if order != list(range(len(order))):
+            blocks = blocks[order]
         if background is None:
             background = self.background(rays)
-        out = self.composite(torch.stack(blocks, dim=1), rays, background)
+        out = self.composite(blocks.transpose(0, 1), rays, background)
         return finish_rendering(out, n_samples)
 
     @torch.no_grad()

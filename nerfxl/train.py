@@ -1,13 +1,21 @@
-"""Training one radiance field (K tiles in one process): config, setup, loop, checkpoints, resume.
+"""Training one radiance field of K tiles on D processes (NeRF-XL): config, setup, loop, checkpoints.
 
-The batch of step ``s`` depends only on (seed, s), occupancy refreshes and sample jitter draw from
-generators seeded the same way, so a resumed run draws exactly what the uninterrupted run would
-have drawn.
+The batch of step ``s`` depends only on (seed, s); occupancy refreshes and sample jitter draw from
+generators seeded from (seed, stream, step, tile), so a resumed run draws exactly what the
+uninterrupted run would have drawn, and every process draws the same batch while each tile draws
+the same jitter whichever process holds it. Hence training on D = 1, 2, 4, ... processes computes
+the same thing (nerf-xl.md §5): D = 1 is the single-process reference twin.
+
+Roles: every process renders its K/D tiles, exchanges per-ray blocks (or per-sample values with
+``--exchange sample``), computes the same loss, and steps its own tiles plus its copy of the shared
+modules after a SUM all-reduce of their gradients. Rank 0 alone logs, shows progress, writes
+``config.yaml``/``tiles.json``, and the checkpoint manifest; every process writes its own tiles' shards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -20,11 +28,12 @@ from torch import Tensor
 
 from nerfxl.checkpoint import (
     checkpoint_name,
-    flatten_optimizer_state,
     latest_checkpoint,
     load_checkpoint,
+    load_optimizer_state_tensors,
+    optimizer_state_tensors,
     save_checkpoint,
-    unflatten_optimizer_state,
+    without_optimizer_state,
 )
 from nerfxl.configio import load_config_yaml, save_config_yaml
 from nerfxl.data.dataset import Dataset
@@ -33,9 +42,24 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError
 from nerfxl.fields.config import FieldConfig, build_radiance_field
-from nerfxl.renderer import RenderConfig, TiledRenderer
+from nerfxl.parallel.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistContext,
+    all_gather_tensor,
+    all_reduce_gradients,
+    broadcast_bytes,
+    broadcast_parameters,
+    single_process_context,
+)
+from nerfxl.parallel.partition_based import render_partition_based
+from nerfxl.parallel.sample_based import render_sample_based
+from nerfxl.parallel.tiles import check_tiles_per_process, tiles_of_rank
+from nerfxl.partition.plan import TilePlan
+from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
 
 CitySize = Literal["tiny", "small", "medium", "large"]
+Exchange = Literal["partition", "sample"]
+TILE_PLAN_FILE = "tiles.json"
 
 
 @dataclass
@@ -127,6 +151,24 @@ class TrainConfig:
     """Show a progress bar."""
     resume: Optional[Path] = None
     """Continue this run folder from its latest checkpoint, with its saved configuration."""
+    partitions: int = 1
+    """K, the number of tiles the scene is split into (NeRF-XL). Each tile has its own grid, so
+    more tiles = more model capacity."""
+    devices: int = 1
+    """D, processes to train on (one GPU each, or CPU processes); must divide --partitions. D = 1
+    trains all K tiles in this process. Under torchrun the world size decides."""
+    partition_method: Literal["kd", "uniform"] = "kd"
+    """kd: NeRF-XL's recursive median split of the point cloud (or of samples on training rays);
+    uniform: a grid of equal blocks (Mega-NeRF / LandMark)."""
+    tile_plan: Optional[Path] = None
+    """Use this tile plan (JSON from `nerfxl partition -o`) instead of planning; it must split the
+    dataset's scene box into --partitions tiles."""
+    exchange: Exchange = "partition"
+    """partition: exchange a few numbers per ray and tile (NeRF-XL); sample: exchange every sample's
+    density and colour (the paper's baseline; same result, more traffic)."""
+    collective_timeout_s: float = DEFAULT_TIMEOUT_S
+    """A process waiting longer than this for the others in a collective fails (a dead peer never
+    hangs the run)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,18 +221,22 @@ def exponential_lr(step: int, total: int, final_fraction: float, warmup: int) ->
 
 
 class Trainer:
-    """Holds a run: datasets, renderer (field + occupancy), optimizer, run folder.
+    """Holds a run: datasets, renderer (this process's tiles + occupancy), optimizer, run folder.
 
     Args:
         config: the run's configuration.
         run_dir: the run folder; created if needed.
         train_data / test_data: loaded splits (None = loaded from ``config``).
+        ctx: this process's place in the group (None: a single process on ``config.device``).
     """
 
-    def __init__(self, config: TrainConfig, run_dir: Path, train_data: Dataset | None = None, test_data: Dataset | None = None):
+    def __init__(self, config: TrainConfig, run_dir: Path, train_data: Dataset | None = None,
+                 test_data: Dataset | None = None, ctx: DistContext | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(config.device)
+        self.ctx = ctx if ctx is not None else single_process_context(resolve_device(config.device))
+        self.device = self.ctx.device
+        check_tiles_per_process(config.partitions, self.ctx.world_size)
         if train_data is None:
             train_data = load_split(config, "train")
             try:
@@ -204,13 +250,44 @@ class Trainer:
         self.train_cameras = self.transform.cameras(train_data.cameras).to(self.device)
         self.test_cameras = None if test_data is None else self.transform.cameras(test_data.cameras).to(self.device)
 
-        torch.manual_seed(config.seed)
-        tile_boxes = self.scene_box[None]  # one tile: the single-device model
-        field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), seed=config.seed)
+        self.plan = self._tile_plan()
+        tile_boxes = self.transform.box(self.plan.boxes).float()
+        self.tile_ids = tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank)
+        field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
+                                            seed=config.seed)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
+        # The seeded build already makes them equal; the broadcast makes it a guarantee (nerf-xl.md §5).
+        shared = [t for m in field_module.shared_modules().values() for t in [*m.parameters(), *m.buffers()]]
+        broadcast_parameters(shared, self.ctx)
         self.sampler = RayBatchSampler(train_data, config.batch_rays, config.seed)
         self.optimizer = self._build_optimizer()
         self.step = 0
+
+    def _tile_plan(self) -> TilePlan:
+        """The run's tile plan in dataset units: rank 0 decides, every process gets the same boxes."""
+        c = self.config
+        box = self.train_data.scene_box.detach().double().cpu()
+        if c.partitions == 1:
+            return TilePlan(boxes=box[None], method="kd", scene_box=box, points_per_tile=[0], weight_per_tile=[0.0],
+                            source={"kind": "single tile"})
+        text = None
+        if self.ctx.is_main:
+            saved = self.run_dir / TILE_PLAN_FILE
+            where = saved if saved.is_file() else c.tile_plan
+            if where is not None:
+                plan = TilePlan.load(where)
+                if plan.k != c.partitions:
+                    raise ConfigError(f"{where}: the plan has {plan.k} tiles but --partitions is {c.partitions}")
+                if not torch.allclose(plan.scene_box, box, rtol=1e-6, atol=1e-6 * float(box.abs().max())):
+                    raise ConfigError(f"{where}: the plan splits the box {plan.scene_box.tolist()} but the dataset's "
+                                      f"scene box is {box.tolist()}")
+            else:
+                from nerfxl.partition.plan import plan_tiles
+
+                plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed)
+            text = json.dumps(plan.to_dict()).encode()
+        text = broadcast_bytes(text, self.ctx)
+        return TilePlan.from_dict(json.loads(text))
 
     # ----------------------------------------------------------------- optimisation
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -244,9 +321,10 @@ class Trainer:
                 tile.grid.resize(res)
         self.optimizer = self._build_optimizer()
 
-    def grid_resolutions(self) -> list[list[int]]:
-        """Per tile, the current base resolution of resizable (plane-line) grids, else []."""
-        return [list(t.grid.base_resolution) if hasattr(t.grid, "resize") else [] for t in self.renderer.field.tiles]
+    def grid_resolution(self, k: int) -> list[int]:
+        """Current base resolution of held tile k's grid if it is resizable (plane-line), else []."""
+        grid = self.renderer.field.tile(k).grid
+        return list(grid.base_resolution) if hasattr(grid, "resize") else []
 
     # ----------------------------------------------------------------- one step
     def rays_for(self, batch: RayBatch) -> RayBundle:
@@ -256,22 +334,40 @@ class Trainer:
             c2w = field_module.correct_poses(self.train_cameras.camera_to_worlds[batch.image_indices], batch.image_indices)
         return generate_rays(self.train_cameras, batch.image_indices, batch.pixels, c2w)
 
+    def render(self, rays: RayBundle, stratified: bool, generators, background: Tensor | None) -> RenderedRays:
+        """Render identical rays on every process through the configured exchange."""
+        strategy = render_sample_based if self.config.exchange == "sample" else render_partition_based
+        return strategy(self.renderer, rays, self.ctx, stratified=stratified, generators=generators, background=background)
+
+    def background_for(self, rays: RayBundle, generator: torch.Generator) -> Tensor:
+        """[R, 3] background colours, identical on every process, differentiable on rank 0 only.
+
+        Every process computes the same background; were it differentiable everywhere, the SUM
+        all-reduce of shared gradients would count the sky/appearance gradient D times.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.ctx.is_main):
+            return self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=generator)
+
     def training_loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
-        """Loss of step ``step`` (deterministic in (seed, step) and the current parameters)."""
+        """Loss of step ``step`` (deterministic in (seed, step) and the current parameters).
+
+        Returns:
+            (this process's loss to differentiate: the shared data terms plus its own tiles'
+            regularisers; stats of the whole model, identical on every process).
+        """
         batch = self.sampler.sample(step).to(self.device)
         rays = self.rays_for(batch)
-        jitter = self._step_generator(0x5A4D, step)
-        background = self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=jitter)
-        out = self.renderer(rays, stratified=True, generator=jitter, background=background)
+        background = self.background_for(rays, self._step_generator(0xB6, step))
+        out = self.render(rays, True, self._tile_generators(0x5A4D, step), background)
         target = batch.rgb
         if self.renderer.field.background is not None and self.renderer.field.background.is_random:
             # Re-composite the target onto the same random colours the render used.
             dataset_bg = self.train_data.background.to(target)
-            target = target + (1.0 - batch.alpha)[:, None] * (background - dataset_bg)
+            target = target + (1.0 - batch.alpha)[:, None] * (background.detach() - dataset_bg)
         mse = torch.mean((out.rgb - target) ** 2)
         loss = mse
         lc = self.config.loss
-        stats = {"mse": float(mse.detach()), "psnr": float(-10 * torch.log10(mse.detach().clamp_min(1e-10))), "samples": out.n_samples}
+        stats = {"mse": float(mse.detach()), "psnr": float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))}
         if lc.distortion > 0:
             dist = out.distortion.mean()
             loss = loss + lc.distortion * dist
@@ -285,98 +381,140 @@ class Trainer:
                 depth_l1 = (out.depth[valid] - target_t[valid]).abs().mean()
                 loss = loss + lc.depth * depth_l1
                 stats["depth_l1"] = float(depth_l1)
+        regulariser = torch.zeros((), device=self.device)
         for tile in self.renderer.field.tiles:
             grid = tile.grid
             if lc.total_variation > 0 and hasattr(grid, "total_variation"):
-                loss = loss + lc.total_variation * grid.total_variation()
+                regulariser = regulariser + lc.total_variation * grid.total_variation()
             if lc.density_l1 > 0 and hasattr(grid, "density_l1"):
-                loss = loss + lc.density_l1 * grid.density_l1()
-        stats["loss"] = float(loss.detach())
-        return loss, stats
+                regulariser = regulariser + lc.density_l1 * grid.density_l1()
+        # One small gather per step: samples and regulariser of every process (load balance, true loss).
+        local = torch.tensor([[float(out.n_samples), float(regulariser.detach())]], dtype=torch.float64, device=self.device)
+        per_rank = all_gather_tensor(local, self.ctx).cpu()
+        stats["samples"] = float(per_rank[:, 0].sum())
+        stats["samples_max_rank"] = float(per_rank[:, 0].max())
+        stats["loss"] = float(loss.detach()) + float(per_rank[:, 1].sum())
+        return loss + regulariser, stats
 
     def _camera_z(self, batch: RayBatch, rays: RayBundle) -> Tensor:
         """Cosine between each ray and its camera's viewing axis (z-depth = t · cos)."""
         forward = -self.train_cameras.camera_to_worlds[batch.image_indices][:, :3, 2]
-        return (rays.directions * forward).sum(-1).clamp_min(1e-6)
+        # Detached: a target scale must not train pose corrections (and it is computed on every process).
+        return (rays.directions.detach() * forward).sum(-1).clamp_min(1e-6)
 
-    def _step_generator(self, stream: int, step: int) -> torch.Generator:
-        """A generator on the training device seeded from (seed, stream, step) only (exact resume)."""
-        g = generator_for(self.config.seed, stream, step)
+    def _step_generator(self, stream: int, step: int, *more: int) -> torch.Generator:
+        """A generator on the training device seeded from (seed, stream, step, *more) only (exact resume)."""
+        g = generator_for(self.config.seed, stream, step, *more)
         return torch.Generator(device=self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+
+    def _tile_generators(self, stream: int, step: int):
+        """Tile k → its own generator for this step: the same draws whichever process holds tile k."""
+        return lambda k: self._step_generator(stream, step, 1 + int(k))
 
     def train_step(self, step: int) -> dict[str, float]:
         self._maybe_upsample(step)
         self._set_lr(step)
-        occ_gen = self._step_generator(0x0CC, step)
-        self.renderer.update_occupancy(step, occ_gen)
+        self.renderer.update_occupancy(step, self._tile_generators(0x0CC, step))
         self.renderer.prune_alpha = step >= self.config.render.prune_alpha_after
         loss, stats = self.training_loss(step)
-        if not math.isfinite(stats["loss"]):
+        if not math.isfinite(stats["loss"]):  # the same value on every process: all stop together
             raise NerfxlError(f"loss became {stats['loss']} at step {step}; stopping "
                               f"(last good checkpoint: {latest_checkpoint(self.run_dir) or 'none'})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
         self.optimizer.step()
         return stats
 
     # ----------------------------------------------------------------- checkpoints
+    def _named_shared_parameters(self) -> list[tuple[str, Tensor]]:
+        return [(n, p) for n, p in self.renderer.field.named_parameters() if not n.startswith("tiles.")]
+
     def checkpoint_shards(self) -> dict[str, dict[str, Tensor]]:
+        """This process's shards: its tiles (weights, occupancy, optimizer moments), + shared on rank 0."""
         field_module = self.renderer.field
-        shared = {k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}
-        shards = {"shared": shared}
-        for k, tile in enumerate(field_module.tiles):
+        shards = {}
+        if self.ctx.is_main:
+            shared = {k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}
+            shared.update(optimizer_state_tensors(self.optimizer, self._named_shared_parameters()))
+            shards["shared"] = shared
+        for k in self.tile_ids:
+            tile = field_module.tile(k)
             tensors = dict(tile.state_dict())
-            tensors.update({f"occupancy.{n}": v for n, v in self.renderer.occupancy[k].state_dict().items()})
-            shards[f"tile-{k:03d}"] = tensors
-        opt_tensors, _ = flatten_optimizer_state(self.optimizer.state_dict())
-        shards["optimizer"] = opt_tensors
+            tensors.update({f"occupancy.{n}": v for n, v in self.renderer.occupancy_grid(k).state_dict().items()})
+            tensors.update(optimizer_state_tensors(self.optimizer, tile.named_parameters()))
+            shards[tile_shard_name(k)] = tensors
         return shards
 
     def save(self) -> Path:
-        _, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
+        """Checkpoint the current step (every process must call it at the same step)."""
         state = {
             "step": self.step,
             "n_tiles": self.renderer.n_tiles,
             "tile_boxes": self.renderer.tile_boxes().tolist(),
-            "grid_resolutions": self.grid_resolutions(),
+            "tiles": {str(k): {"grid_resolution": self.grid_resolution(k)} for k in self.tile_ids},
             "scene_transform": self.transform.to_dict(),
             "n_train_images": len(self.train_data),
-            "optimizer": opt_meta,
+            "trained_on_processes": self.ctx.world_size,
         }
-        return save_checkpoint(self.run_dir, self.step, self.checkpoint_shards(), state, keep=self.config.keep_checkpoints)
+        return save_checkpoint(self.run_dir, self.step, self.checkpoint_shards(), state, keep=self.config.keep_checkpoints,
+                               ctx=self.ctx)
 
     def load(self, path: Path, with_optimizer: bool = True) -> None:
-        shards, state = load_checkpoint(path)
+        """Restore this process's tiles and the shared modules (any D that divides K can load)."""
+        shards, state = load_checkpoint(path, shard_names=["shared", *[tile_shard_name(k) for k in self.tile_ids]])
+        check_tile_plan(self.renderer, state, path)
         load_field_state(self.renderer, shards, state, path)
-        if with_optimizer and "optimizer" in shards:
-            self.optimizer = self._build_optimizer()
-            try:
-                self.optimizer.load_state_dict(unflatten_optimizer_state(shards["optimizer"], state["optimizer"]))
-            except (ValueError, KeyError) as e:
-                raise CheckpointError(f"{path}: optimizer state does not match this model ({e})") from None
+        self.optimizer = self._build_optimizer()
+        if with_optimizer:
+            field_module = self.renderer.field
+            load_optimizer_state_tensors(self.optimizer, self._named_shared_parameters(), shards["shared"],
+                                         f"{path}/shared.safetensors")
+            for k in self.tile_ids:
+                load_optimizer_state_tensors(self.optimizer, field_module.tile(k).named_parameters(),
+                                             shards[tile_shard_name(k)], f"{path}/{tile_shard_name(k)}.safetensors")
         self.step = int(state["step"])
 
 
-def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: Path) -> None:
-    """Load tile and shared shards into ``renderer``, explaining any mismatch in one line."""
-    field_module = renderer.field
+def tile_shard_name(k: int) -> str:
+    return f"tile-{int(k):03d}"
+
+
+def check_tile_plan(renderer: TiledRenderer, state: dict, path: Path) -> None:
+    """The checkpoint must have been trained on the same tiles as the renderer's (one-line error)."""
     if state["n_tiles"] != renderer.n_tiles:
-        raise CheckpointError(f"{path}: checkpoint has {state['n_tiles']} tiles, the config builds {renderer.n_tiles}")
-    for k, tile in enumerate(field_module.tiles):
-        res = state.get("grid_resolutions", [[]] * renderer.n_tiles)[k]
+        raise CheckpointError(f"{path}: checkpoint has {state['n_tiles']} tiles, the config builds {renderer.n_tiles} "
+                              f"(--partitions)")
+    saved = torch.tensor(state["tile_boxes"], dtype=torch.float32)
+    mine = renderer.tile_boxes().detach().cpu().float()
+    if saved.shape != mine.shape or not torch.allclose(saved, mine, atol=1e-5):
+        bad = int(((saved - mine).abs().reshape(saved.shape[0], -1).amax(dim=1) > 1e-5).nonzero()[0])
+        raise CheckpointError(f"{path}: checkpoint was trained on another tile plan (tile {bad}: "
+                              f"{saved[bad].tolist()} there, {mine[bad].tolist()} here)")
+
+
+def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: Path) -> None:
+    """Load the held tiles' shards and the shared shard into ``renderer``, explaining any mismatch in one line."""
+    field_module = renderer.field
+    for k in renderer.tile_ids:
+        name = tile_shard_name(k)
+        if name not in shards:
+            raise CheckpointError(f"{path}: no {name}.safetensors")
+        tile = field_module.tile(k)
+        res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution", [])
         if res and hasattr(tile.grid, "resize") and list(tile.grid.base_resolution) != list(res):
             tile.grid.resize(tuple(res))
-    for k, tile in enumerate(field_module.tiles):
-        tensors = shards[f"tile-{k:03d}"]
+        tensors = without_optimizer_state(shards[name])
         tile_part = {n: v for n, v in tensors.items() if not n.startswith("occupancy.")}
         occ_part = {n[len("occupancy."):]: v for n, v in tensors.items() if n.startswith("occupancy.")}
-        _load_strict(tile, tile_part, f"{path}/tile-{k:03d}.safetensors")
-        _load_strict(renderer.occupancy[k], occ_part, f"{path}/tile-{k:03d}.safetensors (occupancy)")
+        _load_strict(tile, tile_part, f"{path}/{name}.safetensors")
+        _load_strict(renderer.occupancy_grid(k), occ_part, f"{path}/{name}.safetensors (occupancy)")
+    shared = without_optimizer_state(shards["shared"])
     shared_module_state = {k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}
-    mismatch = describe_state_mismatch(shared_module_state, shards["shared"])
+    mismatch = describe_state_mismatch(shared_module_state, shared)
     if mismatch:
         raise CheckpointError(f"{path}/shared.safetensors: {mismatch}")
-    field_module.load_state_dict({**field_module.state_dict(), **shards["shared"]})
+    field_module.load_state_dict({**field_module.state_dict(), **shared})
 
 
 def describe_state_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
@@ -417,34 +555,71 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     return load_config_yaml(run_dir / "config.yaml", TrainConfig)
 
 
-def train(config: TrainConfig, steps_override: int | None = None) -> Path:
+def train(config: TrainConfig, steps_override: int | None = None, devices_override: int | None = None) -> Path:
     """Train a new run, or continue ``config.resume``; returns the run folder.
 
-    On resume the run's saved configuration is used as it was, except the step count when
-    ``steps_override`` is given. Ctrl-C saves a checkpoint and re-raises.
+    With ``config.devices`` > 1 this spawns the processes on this machine; under torchrun (or any
+    launcher that sets RANK/WORLD_SIZE) this process is one rank of the job and the world size is D.
+    On resume the run's saved configuration is used as it was, except the step count and the
+    number of processes when given (a K-tile run continues on any D that divides K). Ctrl-C saves a
+    checkpoint and re-raises (with several processes the last periodic checkpoint is kept instead).
     """
-    from nerfxl.evaluate import evaluate_views
-    from nerfxl.runlog import RunLogger
+    from nerfxl.parallel.launch import launch, launched_externally
 
-    resume = config.resume
-    if resume is not None:
-        run_dir = Path(resume)
+    resume = config.resume is not None
+    if resume:
+        run_dir = Path(config.resume)
         saved = load_run_config(run_dir)
         config = dataclasses.replace(saved, progress=config.progress, resume=None)
         if steps_override is not None:
             config = dataclasses.replace(config, steps=steps_override)
-    else:
+        if devices_override is not None:
+            config = dataclasses.replace(config, devices=devices_override)
+    external = launched_externally()
+    if external:
+        import os
+
+        world = int(os.environ["WORLD_SIZE"])
+        if config.devices not in (1, world):
+            raise ConfigError(f"--devices {config.devices} but the launcher started {world} processes (WORLD_SIZE)")
+        config = dataclasses.replace(config, devices=world)
+    check_tiles_per_process(config.partitions, config.devices)
+    if config.tile_plan is not None and not Path(config.tile_plan).is_file():
+        raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
+    if not resume and not external:
         run_dir = new_run_dir(config, resolve_data_path(config))
+    elif not resume:
+        run_dir = None  # rank 0 picks it and tells the others
+    if config.devices == 1 and not external:
+        return train_on_process(single_process_context(resolve_device(config.device)), config, run_dir, resume)
+    results = launch(train_on_process, None if external else config.devices,
+                     args=(config, None if run_dir is None else str(run_dir), resume),
+                     device=config.device, timeout_s=config.collective_timeout_s)
+    return Path(next(iter(results.values())))
+
+
+def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str | None, resume: bool) -> Path:
+    """One process's part of :func:`train` (module level: the spawner pickles it by name)."""
+    from nerfxl.evaluate import evaluate_views
+    from nerfxl.runlog import RunLogger
+
+    if run_dir is None:
+        chosen = str(new_run_dir(config, resolve_data_path(config))).encode() if ctx.is_main else None
+        run_dir = broadcast_bytes(chosen, ctx).decode()
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, run_dir)
-    if resume is not None:
+    trainer = Trainer(config, run_dir, ctx=ctx)
+    if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
         trainer.load(ckpt)
-    save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
+    if ctx.is_main:
+        save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
+        if config.partitions > 1 and not (run_dir / TILE_PLAN_FILE).is_file():
+            trainer.plan.save(run_dir / TILE_PLAN_FILE)
 
-    logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress)
+    logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None
     rays_per_step = config.batch_rays
     try:
         while trainer.step < config.steps:
@@ -453,19 +628,25 @@ def train(config: TrainConfig, steps_override: int | None = None) -> Path:
             dt = time.perf_counter() - t0
             trainer.step += 1
             stats["rays_per_s"] = rays_per_step / max(dt, 1e-9)
-            logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
+            if logger is not None:
+                logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
                 if trainer.test_data is not None:
                     metrics = evaluate_views(trainer, limit=config.eval_views, log_images=logger)
-                    logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
+                    if logger is not None:
+                        logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
                 trainer.save()
     except KeyboardInterrupt:
+        if ctx.world_size > 1:
+            # The others may be anywhere in a step; a coordinated save could not complete.
+            raise
         path = trainer.save()
         print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {path}")
         raise
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()

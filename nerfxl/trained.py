@@ -11,8 +11,10 @@ from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
 from nerfxl.fields.config import build_radiance_field
+from nerfxl.parallel.distributed import DistContext
+from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.renderer import TiledRenderer
-from nerfxl.train import TrainConfig, load_field_state, load_run_config, resolve_device
+from nerfxl.train import TrainConfig, load_field_state, load_run_config, resolve_device, tile_shard_name
 
 
 @dataclass
@@ -27,7 +29,10 @@ class TrainedRun:
     checkpoint: Path
 
 
-def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None) -> TrainedRun:
+def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None,
+                 ctx: DistContext | None = None) -> TrainedRun:
+    """Restore a run's renderer: all K tiles, or with ``ctx`` this process's K/D of them (any D
+    that divides K, whatever D trained the run). With ``ctx`` the renderer goes to ``ctx.device``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder")
@@ -35,12 +40,14 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     ckpt = checkpoint or latest_checkpoint(run_dir)
     if ckpt is None:
         raise CheckpointError(f"{run_dir}: the run has no complete checkpoint yet")
-    shards, state = load_checkpoint(ckpt)
-    shards.pop("optimizer", None)  # rendering needs every shard but the optimizer's
+    world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
+    state = load_checkpoint(ckpt, shard_names=[], verify=False)[1]
+    tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
+    shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
-    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]))
+    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=tile_ids)
     renderer = TiledRenderer(field_module, scene_box, config.render)
     load_field_state(renderer, shards, state, ckpt)
-    renderer = renderer.to(resolve_device(device)).eval()
+    renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
     return TrainedRun(run_dir, config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)

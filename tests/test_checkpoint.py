@@ -1,18 +1,17 @@
 """Checkpoint files: atomic, verified, pickle-free; optimizer state round trip."""
 
-import json
 import os
 
 import pytest
 import torch
 
 from nerfxl.checkpoint import (
-    flatten_optimizer_state,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_optimizer_state_tensors,
+    optimizer_state_tensors,
     save_checkpoint,
-    unflatten_optimizer_state,
 )
 from nerfxl.errors import CheckpointError
 
@@ -73,18 +72,21 @@ def test_missing_shard_is_named(tmp_path):
         load_checkpoint(path, shard_names=["tile-007"])
 
 
-def test_optimizer_state_round_trip():
+def test_optimizer_state_round_trip_by_parameter_name():
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.Adam([{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.01}])
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.Adam([{"params": list(model[0].parameters()), "lr": 0.1},
+                            {"params": list(model[1].parameters()), "lr": 0.01}])
     model(torch.randn(8, 4)).sum().backward()
     opt.step()
-    tensors, meta = flatten_optimizer_state(opt.state_dict())
-    json.dumps(meta)  # the non-tensor part must be JSON
-    restored = unflatten_optimizer_state(tensors, json.loads(json.dumps(meta)))
-    opt2 = torch.optim.Adam([{"params": [model.weight], "lr": 0.5}, {"params": [model.bias], "lr": 0.5}])
-    opt2.load_state_dict(restored)
-    for a, b in zip(opt.state.values(), opt2.state.values()):
-        for k in a:
-            torch.testing.assert_close(torch.as_tensor(a[k]), torch.as_tensor(b[k]))
-    assert [g["lr"] for g in opt2.param_groups] == [0.1, 0.01]
+    tensors = optimizer_state_tensors(opt, model.named_parameters())
+    assert set(tensors) == {f"optim.{n}.{k}" for n, _ in model.named_parameters() for k in ("step", "exp_avg", "exp_avg_sq")}
+    # Another optimizer over the parameters in another order and grouping (e.g. another set of tiles).
+    opt2 = torch.optim.Adam([{"params": list(model[1].parameters())[::-1] + list(model[0].parameters()), "lr": 0.5}])
+    load_optimizer_state_tensors(opt2, model.named_parameters(), tensors, "test")
+    for p in model.parameters():
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(opt.state[p][k], opt2.state[p][k], rtol=0, atol=0)
+    bad = {k: (v[:1] if v.dim() else v) for k, v in tensors.items()}
+    with pytest.raises(CheckpointError, match="optimizer state 0.weight.exp_avg"):
+        load_optimizer_state_tensors(opt2, model.named_parameters(), bad, "test")

@@ -17,10 +17,11 @@ _WHERE = {
     "all_gather_tensor": "distributed", "all_gather_variable": "distributed",
     "all_reduce_gradients": "distributed", "all_reduce_scalar": "distributed",
     "all_reduce_scalars": "distributed", "backend_for": "distributed", "barrier": "distributed",
-    "broadcast_parameters": "distributed", "init_distributed": "distributed",
+    "broadcast_parameters": "distributed", "broadcast_bytes": "distributed", "all_gather_bytes": "distributed",
+    "gather_to_main": "distributed", "init_distributed": "distributed",
     "is_main_process": "distributed", "resolve_device": "distributed", "shutdown": "distributed",
     "single_process_context": "distributed",
-    "WorkerError": "launch", "launch": "launch", "running_under_torchrun": "launch",
+    "WorkerError": "launch", "launch": "launch", "launched_externally": "launch", "running_under_torchrun": "launch",
 }
 __all__ = sorted(_WHERE)
 

@@ -411,6 +411,69 @@ def all_gather_variable(t: Tensor, ctx: DistContext, return_counts: bool = False
     return (out, counts) if return_counts else out
 
 
+def gather_to_main(t: Tensor, ctx: DistContext, dst: int = 0) -> Tensor | None:
+    """Gather equal-shaped tensors onto rank ``dst`` only, without autograd (inference).
+
+    NeRF-XL rendering needs the blocks on one process only (nerf-xl.md §6), which halves nothing in
+    bytes sent but spares D − 1 processes the receive buffers and the compositing.
+
+    Args:
+        t: [n, *rest], the same shape on every process.
+    Returns:
+        On ``dst``: [world_size * n, *rest] in rank order. Elsewhere: None.
+    """
+    if ctx.world_size == 1:
+        ctx.record("gather_to_main", 0)
+        return t.detach()
+    t = t.detach().contiguous()
+    ctx.record("gather_to_main", _nbytes(t) if ctx.rank != dst else 0)
+    if t.numel() == 0:
+        return t.new_empty((ctx.world_size * t.shape[0], *t.shape[1:])) if ctx.rank == dst else None
+    if ctx.rank == dst:
+        parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
+        dist.gather(t, gather_list=parts, dst=dst, group=ctx.group)
+        return torch.cat(parts)
+    dist.gather(t, dst=dst, group=ctx.group)
+    return None
+
+
+def all_gather_bytes(data: bytes, ctx: DistContext) -> list[bytes]:
+    """Every process's ``data`` (e.g. UTF-8 JSON), in rank order. Small control messages, no pickle."""
+    if ctx.world_size == 1:
+        return [bytes(data)]
+    t = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    # gloo and nccl both move uint8; NCCL needs it on the process's GPU.
+    gathered, counts = all_gather_tensor(t.to(ctx.device), ctx, return_counts=True)
+    out, start = [], 0
+    host = gathered.cpu()
+    for c in counts:
+        out.append(host[start: start + c].numpy().tobytes())
+        start += c
+    return out
+
+
+def broadcast_bytes(data: bytes | None, ctx: DistContext, src: int = 0) -> bytes:
+    """``src``'s ``data`` on every process (others pass None): run folders, plans as JSON, ..."""
+    if ctx.world_size == 1:
+        if data is None:
+            raise NerfxlError("broadcast_bytes: the source process passed no data")
+        return bytes(data)
+    length = torch.tensor([len(data) if ctx.rank == src and data is not None else 0], dtype=torch.int64,
+                          device=ctx.device)
+    ctx.record("broadcast_bytes", _nbytes(length))
+    dist.broadcast(length, src=src, group=ctx.group)
+    n = int(length.item())
+    if ctx.rank == src:
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(ctx.device) if n else None
+    else:
+        buf = torch.empty(n, dtype=torch.uint8, device=ctx.device)
+    if n == 0:
+        return b""
+    ctx.record("broadcast_bytes", n)
+    dist.broadcast(buf, src=src, group=ctx.group)
+    return buf.cpu().numpy().tobytes()
+
+
 # -- reductions and broadcast -------------------------------------------------------------------------
 
 

@@ -78,7 +78,7 @@ def running_under_torchrun() -> bool:
     return os.environ.get("TORCHELASTIC_RUN_ID") is not None
 
 
-def _launched_externally() -> bool:
+def launched_externally() -> bool:
     # torchrun, or another launcher (srun wrappers, mpirun scripts) that exports the same variables.
     return running_under_torchrun() or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
@@ -103,7 +103,7 @@ def launch(fn: Callable[..., Any], nprocs: int | None, args: tuple = (), device:
             nprocs 1 or under torchrun — let fn's exception through unchanged.)
         ConfigError: bad nprocs, or more processes than GPUs.
     """
-    if _launched_externally():
+    if launched_externally():
         world = int(os.environ["WORLD_SIZE"])
         if nprocs is not None and nprocs != world:
             raise ConfigError(f"launched with WORLD_SIZE={world} (torchrun --nproc-per-node × nodes) "

@@ -223,7 +223,6 @@ def test_marched_intervals_stay_inside_the_box(stratified):
 
 
 def test_step_grid_is_anchored_at_near_and_jittered_per_ray():
-    g = torch.Generator().manual_seed(23)
     origins = torch.tensor([[-1.0, 0.5, 0.5]], **F64).repeat(64, 1)
     directions = torch.tensor([[1.0, 0.0, 0.0]], **F64).repeat(64, 1)
     step = 0.1
