@@ -28,8 +28,13 @@ def run_train(argv: list[str]) -> None:
     from nerfxl.train import train
 
     config = parse_train_args(argv)
-    steps_given = any(a == "--steps" or a.startswith("--steps=") for a in argv)
-    run_dir = train(config, steps_override=config.steps if steps_given else None)
+
+    def given(flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+    # On --resume these two may differ from the saved run (a K-tile run continues on any D dividing K).
+    run_dir = train(config, steps_override=config.steps if given("--steps") else None,
+                    devices_override=config.devices if given("--devices") else None)
     print(f"run folder: {run_dir}")
 
 
