@@ -243,25 +243,6 @@ class TiledRenderer(nn.Module):
         out = self.composite(blocks.transpose(0, 1), rays, background)
         return finish_rendering(out, n_samples)
 
-    @torch.no_grad()
-    def render_rays_chunked(self, rays: RayBundle, background: Tensor | None = None) -> RenderedRays:
-        """Evaluation rendering of many rays in chunks of ``config.chunk_rays``."""
-        parts = []
-        n = 0
-        for start in range(0, len(rays), self.config.chunk_rays):
-            sl = slice(start, start + self.config.chunk_rays)
-            bg = None if background is None else (background if background.dim() == 1 else background[sl])
-            part = self(rays[sl], background=bg)
-            parts.append(part)
-            n += part.n_samples
-        return RenderedRays(
-            rgb=torch.cat([p.rgb for p in parts]),
-            opacity=torch.cat([p.opacity for p in parts]),
-            depth=torch.cat([p.depth for p in parts]),
-            distortion=torch.cat([p.distortion for p in parts]),
-            n_samples=n,
-        )
-
 
 def sample_positions(rays: RayBundle, samples: PackedSamples) -> Tensor:
     """[S, 3] interval midpoints in the coordinates of the rays."""

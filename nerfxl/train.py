@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +49,7 @@ from nerfxl.parallel.distributed import (
     DistContext,
     all_gather_tensor,
     all_reduce_gradients,
+    all_reduce_scalar,
     broadcast_bytes,
     broadcast_parameters,
     single_process_context,
@@ -591,15 +594,22 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
     elif not resume:
         run_dir = None  # rank 0 picks it and tells the others
     if config.devices == 1 and not external:
-        return train_on_process(single_process_context(resolve_device(config.device)), config, run_dir, resume)
+        return train_on_process(single_process_context(resolve_device(config.device)), config, run_dir, resume)[0]
     results = launch(train_on_process, None if external else config.devices,
                      args=(config, None if run_dir is None else str(run_dir), resume),
                      device=config.device, timeout_s=config.collective_timeout_s)
-    return Path(next(iter(results.values())))
+    run_dir, interrupted = next(iter(results.values()))
+    if interrupted:
+        raise KeyboardInterrupt
+    return Path(run_dir)
 
 
-def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str | None, resume: bool) -> Path:
-    """One process's part of :func:`train` (module level: the spawner pickles it by name)."""
+def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str | None, resume: bool) -> tuple[Path, bool]:
+    """One process's part of :func:`train` (module level: the spawner pickles it by name).
+
+    Returns:
+        (run folder, whether the run stopped early on a Ctrl-C that all processes agreed on).
+    """
     from nerfxl.evaluate import evaluate_views
     from nerfxl.runlog import RunLogger
 
@@ -621,12 +631,18 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
 
     logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None
     rays_per_step = config.batch_rays
+    stop = StopRequest(ctx)
     try:
         while trainer.step < config.steps:
             t0 = time.perf_counter()
             stats = trainer.train_step(trainer.step)
             dt = time.perf_counter() - t0
             trainer.step += 1
+            if stop.agreed():
+                path = trainer.save()
+                if ctx.is_main:
+                    print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {path}", flush=True)
+                return run_dir, True
             stats["rays_per_s"] = rays_per_step / max(dt, 1e-9)
             if logger is not None:
                 logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
@@ -639,15 +655,45 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
                 trainer.save()
     except KeyboardInterrupt:
         if ctx.world_size > 1:
-            # The others may be anywhere in a step; a coordinated save could not complete.
-            raise
+            raise  # saved above when all processes agreed to stop; otherwise the last checkpoint stands
         path = trainer.save()
         print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {path}")
         raise
     finally:
+        stop.close()
         if logger is not None:
             logger.close()
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
-    return run_dir
+    return run_dir, False
+
+
+class StopRequest:
+    """Ctrl-C for a multi-process run: a stop every process agrees on at a step boundary.
+
+    A process receiving SIGINT only raises a flag; after each step the flags are combined (one tiny
+    all-reduce) so that all processes stop after the *same* step and can write one consistent
+    checkpoint together. A single process keeps Python's default: KeyboardInterrupt at once.
+    """
+
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+        self.requested = False
+        self._previous = None
+        if ctx.world_size > 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """Whether any process asked to stop (every process must call this after every step)."""
+        if self.ctx.world_size == 1:
+            return False
+        return all_reduce_scalar(float(self.requested), self.ctx, op="max") > 0
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

@@ -12,11 +12,12 @@ from pathlib import Path
 from nerfxl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 
 
-def start_training(data: Path, out: Path, checkpoint_every: int) -> subprocess.Popen:
+def start_training(data: Path, out: Path, checkpoint_every: int, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "nerfxl.cli", "train", "tiny", "--data", str(data), "--output", str(out),
             "--steps", "100000", "--downscale", "2", "--batch-rays", "256", "--no-progress", "--name", "run",
-            "--checkpoint-every", str(checkpoint_every)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "--checkpoint-every", str(checkpoint_every), *extra]
+    # Own session: a terminal's Ctrl-C reaches the whole process group, which the test mimics with killpg.
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -47,6 +48,24 @@ def test_ctrl_c_saves_a_final_checkpoint(tiny_city, tmp_path):
     ckpt = latest_checkpoint(the_run(tmp_path))
     assert ckpt is not None
     _, state = load_checkpoint(ckpt)
+    assert state["step"] >= 1
+
+
+def test_ctrl_c_stops_all_processes_after_the_same_step_with_one_checkpoint(tiny_city, tmp_path):
+    proc = start_training(tiny_city, tmp_path, 10**6, "--partitions", "4", "--devices", "2")
+    try:
+        wait_for(lambda: the_run(tmp_path) is not None and (the_run(tmp_path) / "tensorboard").is_dir())
+        time.sleep(3.0)
+        os.killpg(proc.pid, signal.SIGINT)  # parent and both ranks get it, as from a terminal
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    ckpt = latest_checkpoint(the_run(tmp_path))
+    assert ckpt is not None and f"checkpoint saved to {ckpt}" in stdout
+    shards, state = load_checkpoint(ckpt)  # every rank's shards, verified against the manifest
+    assert sorted(shards) == ["shared", "tile-000", "tile-001", "tile-002", "tile-003"]
     assert state["step"] >= 1
 
 

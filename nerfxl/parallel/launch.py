@@ -15,6 +15,10 @@ dies (even by SIGKILL, which leaves no traceback) the parent notices at once thr
 sentinel, terminates the others — which may be blocked in a collective waiting for the dead one — and
 raises :class:`WorkerError` naming the rank, within a few seconds, never hanging.
 
+Ctrl-C: the first one is passed on to every rank as SIGINT and the parent keeps waiting up to
+``interrupt_grace_s`` for them to finish on their own (the trainer turns it into a coordinated stop
+with a checkpoint), then raises KeyboardInterrupt; a second Ctrl-C terminates the ranks at once.
+
 Networking stays on loopback: the parent hosts the rendezvous store on a socket it bound to
 127.0.0.1 (port chosen by the kernel, so no race for a "free" port), the children connect to it as
 torchrun's workers connect to the agent's store, and gloo is pinned to the loopback interface.
@@ -47,6 +51,8 @@ from nerfxl.parallel.distributed import DEFAULT_TIMEOUT_S, init_distributed, res
 _SETTLE_S = 0.5
 # SIGTERM first (lets Python-level cleanup run), SIGKILL whoever is still there after this.
 _TERMINATE_GRACE_S = 5.0
+# After Ctrl-C, how long the ranks get to stop by themselves (finish the step, save a checkpoint).
+INTERRUPT_GRACE_S = 120.0
 
 
 class WorkerError(NerfxlError):
@@ -275,6 +281,7 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
     failures: list[tuple[int, str, str | None, str]] = []  # (rank, description, exc_type, traceback)
     failed: set[int] = set()
     settle_until = None
+    interrupted = False
 
     def fail(rank: int, description: str, exc_type: str | None = None, tb: str = "") -> None:
         nonlocal settle_until
@@ -290,6 +297,8 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
         if settle_until is not None and now >= settle_until:
             break
         if deadline is not None and now >= deadline:
+            if interrupted:
+                raise KeyboardInterrupt
             still = [i for i, r in enumerate(ranks) if not r.exited]
             raise WorkerError(f"ranks {still} of {n} still running after max_runtime_s={max_runtime_s}; terminated",
                               rank=still[0], exitcode=None, still_running=still)
@@ -301,7 +310,21 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
                 handles[r.process.sentinel] = ("exit", i)
             if r.reader_open:
                 handles[r.reader] = ("msg", i)
-        ready = [handles[h] for h in wait(list(handles), timeout)]
+        try:
+            ready = [handles[h] for h in wait(list(handles), timeout)]
+        except KeyboardInterrupt:
+            if interrupted:
+                raise  # second Ctrl-C: the caller's finally terminates every rank
+            interrupted = True
+            for r in ranks:
+                if not r.exited and r.process.pid is not None:
+                    try:
+                        os.kill(r.process.pid, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+            interrupt_deadline = time.monotonic() + INTERRUPT_GRACE_S
+            deadline = interrupt_deadline if deadline is None else min(deadline, interrupt_deadline)
+            continue
         # Exits before messages: when a rank is SIGKILLed, its peers' "connection closed" errors can arrive
         # in the same wake-up, and the death is the cause.
         for kind, i in sorted(ready, key=lambda e: e[0] != "exit"):
@@ -320,6 +343,8 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
                 elif code == 0 and (r.message is None or r.message[0] != "ok"):
                     fail(i, "exited with code 0 without returning a result")
 
+    if interrupted:
+        raise KeyboardInterrupt  # whatever the ranks did with it, the user asked to stop
     if failures:
         rank, description, exc_type, tb = failures[0]
         others = [f"rank {o}: {d.splitlines()[0][:200] if d else d}" for o, d, _, _ in failures[1:]]
