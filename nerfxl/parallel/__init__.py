@@ -4,6 +4,10 @@
   gathers, gradient SUM all-reduce, broadcast, scalars) with a world_size 1 fast path, and
   :class:`DistContext` / :func:`init_distributed`.
 - :mod:`.launch`: :func:`launch` spawns D local processes, or runs inside torchrun.
+- :mod:`.tiles`: which process owns which tiles (K/D consecutive tiles each).
+- :mod:`.partition_based`: NeRF-XL's exchange of per-ray segment blocks (training, and inference
+  where only rank 0 gathers).
+- :mod:`.sample_based`: the per-sample exchange the paper compares against.
 
 Names are resolved lazily (PEP 562) so that importing the package does not pull in torch.
 """
