@@ -54,11 +54,17 @@ class Eval:
     """Save ground truth | render side by side under RUN_DIR/eval/."""
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""
+    devices: int = 1
+    """Processes to render on, each holding its share of the tiles; must divide the run's number of tiles
+    (under torchrun the world size decides)."""
 
     def main(self) -> None:
         from nerfxl.evaluate import evaluate_run
 
-        result = evaluate_run(self.run_dir, self.output, self.device, self.limit, self.save_images, self.split)
+        result = evaluate_run(self.run_dir, self.output, self.device, self.limit, self.save_images, self.split,
+                              devices=self.devices)
+        if result is None:  # a rank other than 0 under torchrun
+            return
         print(f"{self.split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} over {result['n_images']} views "
               f"(step {result['step']}) -> {result['output']}")
 
@@ -83,12 +89,18 @@ class Render:
     """Put a depth map beside each frame."""
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""
+    devices: int = 1
+    """Processes to render on, each holding its share of the tiles; must divide the run's number of tiles
+    (under torchrun the world size decides)."""
 
     def main(self) -> None:
         from nerfxl.render import render_run
 
         path = self.path if self.path in ("orbit", "test", "train") else Path(self.path)
-        result = render_run(self.run_dir, path, self.output, self.frames, self.fps, self.resolution_scale, self.device, self.depth)
+        result = render_run(self.run_dir, path, self.output, self.frames, self.fps, self.resolution_scale, self.device,
+                            self.depth, devices=self.devices)
+        if result is None:  # a rank other than 0 under torchrun
+            return
         print(f"rendered {result['frames']} frames to {result['folder']}; video: {result['video']}")
 
 

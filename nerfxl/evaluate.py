@@ -6,19 +6,22 @@ composites, scores and saves (nerf-xl.md §6); the other processes return None.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.rays import generate_image_rays
+from nerfxl.errors import ConfigError
 from nerfxl.fileio import write_json_atomic
 from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.partition_based import render_rays_chunked_to_main
+from nerfxl.parallel.tiles import check_tiles_per_process
 from nerfxl.renderer import TiledRenderer
 
 
@@ -52,6 +55,9 @@ def render_image(renderer: TiledRenderer, cameras: Cameras, index: int, ctx: Dis
 
 def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
     """PSNR and SSIM of [H, W, 3] images in [0, 1]."""
+    # Imported here: torchmetrics takes seconds to import, which every spawned rank would pay otherwise.
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
     p = pred.permute(2, 0, 1)[None].float()
     t = target.permute(2, 0, 1)[None].float()
     return {
@@ -122,21 +128,51 @@ def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict |
         trainer.renderer.train()
 
 
+def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device: str, args: tuple = ()) -> Any:
+    """Call ``fn(ctx, *args)`` on every process rendering ``run_dir``; returns rank 0's result.
+
+    ``devices`` processes are spawned here (1: this process runs ``fn`` itself); under torchrun this
+    process is one rank and the world size is D (then ranks other than 0 get None). D must divide the
+    run's number of tiles, which is checked before any process starts.
+    """
+    from nerfxl.parallel.launch import launch, launched_externally
+
+    external = launched_externally()
+    world = int(os.environ["WORLD_SIZE"]) if external else devices
+    if external and devices not in (1, world):
+        raise ConfigError(f"--devices {devices} but the launcher started {world} processes (WORLD_SIZE)")
+    from nerfxl.trained import run_checkpoint
+
+    n_tiles = int(run_checkpoint(run_dir)[2]["n_tiles"])
+    check_tiles_per_process(n_tiles, world, tiles=f"the run's {n_tiles} tiles")
+    return launch(fn, None if external else devices, args=args, device=device).get(0)
+
+
 def evaluate_run(run_dir: Path, output: Path | None = None, device: str = "auto", limit: int | None = None,
-                 save_images: bool = True, split: str = "test") -> dict:
-    """Score a run's latest checkpoint on a split; writes ``eval.json`` (or ``output``)."""
+                 save_images: bool = True, split: str = "test", devices: int = 1) -> dict | None:
+    """Score a run's latest checkpoint on a split on ``devices`` processes; writes ``eval.json`` (or
+    ``output``). Returns the scores (None on ranks other than 0 under torchrun)."""
+    return run_on_processes(evaluate_on_process, run_dir, devices, device,
+                            args=(Path(run_dir), output, limit, save_images, split))
+
+
+def evaluate_on_process(ctx: DistContext, run_dir: Path, output: Path | None, limit: int | None, save_images: bool,
+                        split: str) -> dict | None:
+    """One process's part of :func:`evaluate_run` (module level: the spawner pickles it by name)."""
     from nerfxl.train import load_split
     from nerfxl.trained import load_trained
 
-    run = load_trained(run_dir, device=device)
+    run = load_trained(run_dir, ctx=ctx)
     data = load_split(run.config, split)
-    cameras = run.transform.cameras(data.cameras).to(next(run.renderer.buffers()).device)
-    n = len(data)
-    indices = spread_indices(n, limit)
-    save_dir = Path(run_dir) / "eval" / f"step-{run.step:08d}" if save_images else None
-    result = evaluate_split(run.renderer, cameras, data, indices, save_dir=save_dir)
-    result.update({"run": str(run_dir), "checkpoint": str(run.checkpoint), "step": run.step, "split": split})
-    out = Path(output) if output else Path(run_dir) / "eval.json"
+    cameras = run.transform.cameras(data.cameras).to(ctx.device)
+    indices = spread_indices(len(data), limit)
+    save_dir = run_dir / "eval" / f"step-{run.step:08d}" if save_images else None  # rank 0 alone saves
+    result = evaluate_split(run.renderer, cameras, data, indices, save_dir=save_dir, ctx=ctx)
+    if result is None:
+        return None
+    result.update({"run": str(run_dir), "checkpoint": str(run.checkpoint), "step": run.step, "split": split,
+                   "devices": ctx.world_size})
+    out = Path(output) if output else run_dir / "eval.json"
     write_json_atomic(out, result)
     result["output"] = str(out)
     return result

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from nerfxl.data.cameras import Cameras
 from nerfxl.errors import DataError
-from nerfxl.evaluate import render_image, to_uint8
+from nerfxl.evaluate import render_image, run_on_processes, to_uint8
+from nerfxl.parallel.distributed import DistContext
 
 PathKind = Literal["orbit", "test", "train"]
 
@@ -111,56 +112,81 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
         mp4.replace(tmp)
 
 
+def frame_image(rendered: dict[str, Tensor], depth: bool) -> np.ndarray:
+    """A rendered view as uint8 RGB, with its depth map (grey, scaled to the 98th percentile) beside it."""
+    rgb = to_uint8(rendered["rgb"])
+    if not depth:
+        return rgb
+    d = rendered["depth"]
+    valid = rendered["opacity"] > 0.5
+    scale = float(d[valid].quantile(0.98)) if bool(valid.any()) else 1.0
+    gray = to_uint8((d / max(scale, 1e-6)).clamp(0, 1)[..., None].expand(-1, -1, 3))
+    return np.concatenate([rgb, gray], axis=1)
+
+
 def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video_name: str = "video.mp4",
-                depth: bool = False, progress: bool = True) -> dict:
-    """Render every camera (model frame) to PNGs and an MP4 in ``out_dir``."""
+                depth: bool = False, progress: bool = True, ctx: DistContext | None = None) -> dict | None:
+    """Render every camera (model frame) to PNGs and an MP4 in ``out_dir``.
+
+    Every process of ``ctx`` must call it; rank 0 writes the files and returns the summary, the
+    others return None.
+    """
     import imageio.v3 as iio
     from tqdm.auto import tqdm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = ctx is None or ctx.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
-    for i in tqdm(range(len(cameras)), desc="render", disable=not progress, unit="frame"):
-        out = render_image(renderer, cameras, i)
-        rgb = to_uint8(out["rgb"])
-        if depth:
-            d = out["depth"]
-            valid = out["opacity"] > 0.5
-            scale = float(d[valid].quantile(0.98)) if bool(valid.any()) else 1.0
-            gray = to_uint8((d / max(scale, 1e-6)).clamp(0, 1)[..., None].expand(-1, -1, 3))
-            rgb = np.concatenate([rgb, gray], axis=1)
-        iio.imwrite(out_dir / f"frame_{i:05d}.png", rgb)
-        frames.append(rgb)
+    for i in tqdm(range(len(cameras)), desc="render", disable=not (progress and main), unit="frame"):
+        rendered = render_image(renderer, cameras, i, ctx)
+        if rendered is None:
+            continue
+        frames.append(frame_image(rendered, depth))
+        iio.imwrite(out_dir / f"frame_{i:05d}.png", frames[-1])
+    if not main:
+        return None
     video = out_dir / video_name
     write_video(frames, video, fps)
     return {"frames": len(frames), "folder": str(out_dir), "video": str(video)}
 
 
-def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | None = None, n_frames: int = 120,
-               fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
-               progress: bool = True) -> dict:
-    """Render a run's latest checkpoint along a path → PNGs + MP4 in ``output`` (default RUN/renders/NAME)."""
+def path_cameras(run, path: PathKind | Path, n_frames: int, fps: float) -> tuple[Cameras, str, float]:
+    """A path's cameras in the model frame of ``run`` (a TrainedRun), its name and its frame rate
+    (a camera path file's own fps replaces ``fps``)."""
     from nerfxl.train import load_split
-    from nerfxl.trained import load_trained
 
-    run = load_trained(run_dir, device=device)
-    c = run.config
-    dev = next(run.renderer.buffers()).device
     if isinstance(path, Path) or path not in ("orbit", "test", "train"):
         poses, fov, w, h, fps = read_camera_path(Path(path))
-        cams = cameras_for_poses(run.transform.poses(poses), w, h, fov)
-        name = Path(path).stem
-    else:
-        split = "test" if path == "test" else "train"
-        data = load_split(c, split)
-        cams = run.transform.cameras(data.cameras)
-        if path == "orbit":
-            box = run.renderer.scene_box.cpu()
-            poses = orbit_path(cams, box, n_frames)
-            cams = Cameras.create(poses, cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0], cams.width[0], cams.height[0])
-        name = path
+        return cameras_for_poses(run.transform.poses(poses), w, h, fov), Path(path).stem, fps
+    data = load_split(run.config, "test" if path == "test" else "train")
+    cams = run.transform.cameras(data.cameras)
+    if path == "orbit":
+        poses = orbit_path(cams, run.renderer.scene_box.cpu(), n_frames)
+        cams = Cameras.create(poses, cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0], cams.width[0], cams.height[0])
+    return cams, path, fps
+
+
+def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | None = None, n_frames: int = 120,
+               fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
+               progress: bool = True, devices: int = 1) -> dict | None:
+    """Render a run's latest checkpoint along a path on ``devices`` processes → PNGs + MP4 in
+    ``output`` (default RUN/renders/NAME). Returns the summary (None on ranks other than 0 under torchrun)."""
+    return run_on_processes(render_on_process, run_dir, devices, device,
+                            args=(Path(run_dir), path, output, n_frames, fps, resolution_scale, depth, progress))
+
+
+def render_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, output: Path | None, n_frames: int,
+                      fps: float, resolution_scale: float, depth: bool, progress: bool) -> dict | None:
+    """One process's part of :func:`render_run` (module level: the spawner pickles it by name)."""
+    from nerfxl.trained import load_trained
+
+    run = load_trained(run_dir, ctx=ctx)
+    cams, name, fps = path_cameras(run, path, n_frames, fps)
     if resolution_scale != 1.0:
         cams = cams.rescale(resolution_scale)
-    out_dir = Path(output) if output else Path(run_dir) / "renders" / name
-    result = render_path(run.renderer, cams.to(dev), out_dir, fps=fps, depth=depth, progress=progress)
-    result["step"] = run.step
+    out_dir = Path(output) if output else run_dir / "renders" / name
+    result = render_path(run.renderer, cams.to(ctx.device), out_dir, fps=fps, depth=depth, progress=progress, ctx=ctx)
+    if result is not None:
+        result["step"] = run.step
     return result

@@ -29,10 +29,9 @@ class TrainedRun:
     checkpoint: Path
 
 
-def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None,
-                 ctx: DistContext | None = None) -> TrainedRun:
-    """Restore a run's renderer: all K tiles, or with ``ctx`` this process's K/D of them (any D
-    that divides K, whatever D trained the run). With ``ctx`` the renderer goes to ``ctx.device``."""
+def run_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> tuple[TrainConfig, Path, dict]:
+    """A run's configuration, its checkpoint (default: the latest complete one) and that
+    checkpoint's state.json, with one-line errors for a folder that is not a run or has none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder")
@@ -40,8 +39,15 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     ckpt = checkpoint or latest_checkpoint(run_dir)
     if ckpt is None:
         raise CheckpointError(f"{run_dir}: the run has no complete checkpoint yet")
+    return config, Path(ckpt), load_checkpoint(ckpt, shard_names=[], verify=False)[1]
+
+
+def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None,
+                 ctx: DistContext | None = None) -> TrainedRun:
+    """Restore a run's renderer: all K tiles, or with ``ctx`` this process's K/D of them (any D
+    that divides K, whatever D trained the run). With ``ctx`` the renderer goes to ``ctx.device``."""
+    config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
-    state = load_checkpoint(ckpt, shard_names=[], verify=False)[1]
     tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
     shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
@@ -50,4 +56,4 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     renderer = TiledRenderer(field_module, scene_box, config.render)
     load_field_state(renderer, shards, state, ckpt)
     renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
-    return TrainedRun(run_dir, config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)
+    return TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)

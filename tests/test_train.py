@@ -33,8 +33,13 @@ def test_tiny_training_raises_psnr(tiny_city, tmp_path):
 
 def test_resume_continues_the_same_loss_curve(tiny_city, tmp_path):
     steps = 12
-    cfg = tiny_config(tiny_city, tmp_path, steps=steps, checkpoint_every=6, render=dataclasses.replace(
-        TRAIN_PRESETS["tiny"][1].render, occupancy_update_every=4, occupancy_warmup_steps=4, prune_alpha_after=3))
+    tiny = TRAIN_PRESETS["tiny"][1]
+    # density_shift 0: a visible fog from the start, so alpha pruning (from step 3) keeps samples and
+    # the resumed steps train the tiles, not only the sky.
+    cfg = tiny_config(tiny_city, tmp_path, steps=steps, checkpoint_every=6,
+                      field=dataclasses.replace(tiny.field, density_shift=0.0),
+                      render=dataclasses.replace(tiny.render, occupancy_update_every=4, occupancy_warmup_steps=4,
+                                                 prune_alpha_after=3))
     straight = Trainer(cfg, tmp_path / "straight")
     losses_straight = [straight.train_step(s)["loss"] for s in range(steps)]
 
@@ -47,7 +52,9 @@ def test_resume_continues_the_same_loss_curve(tiny_city, tmp_path):
     second = Trainer(cfg, tmp_path / "resumed")
     second.load(latest_checkpoint(tmp_path / "resumed"))
     assert second.step == 6
-    losses_second = [second.train_step(s)["loss"] for s in range(6, steps)]
+    stats_second = [second.train_step(s) for s in range(6, steps)]
+    assert min(st["samples"] for st in stats_second) > 0
+    losses_second = [st["loss"] for st in stats_second]
     torch.testing.assert_close(torch.tensor(losses_first + losses_second), torch.tensor(losses_straight), rtol=1e-5, atol=1e-6)
     for (n1, p1), (n2, p2) in zip(straight.renderer.state_dict().items(), second.renderer.state_dict().items()):
         torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6, msg=n1)

@@ -251,6 +251,13 @@ def is_main_process(ctx: DistContext | None = None) -> bool:
 # -- gathers ------------------------------------------------------------------------------------------
 
 
+def _global_rank(ctx: DistContext, group_rank: int) -> int:
+    """torch.distributed names src/dst by *global* rank even for a sub-group; ctx ranks are group ranks."""
+    if ctx.group is None or ctx.group == dist.group.WORLD:
+        return group_rank
+    return dist.get_global_rank(ctx.group, group_rank)
+
+
 def _nbytes(t: Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -431,9 +438,9 @@ def gather_to_main(t: Tensor, ctx: DistContext, dst: int = 0) -> Tensor | None:
         return t.new_empty((ctx.world_size * t.shape[0], *t.shape[1:])) if ctx.rank == dst else None
     if ctx.rank == dst:
         parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
-        dist.gather(t, gather_list=parts, dst=dst, group=ctx.group)
+        dist.gather(t, gather_list=parts, dst=_global_rank(ctx, dst), group=ctx.group)
         return torch.cat(parts)
-    dist.gather(t, dst=dst, group=ctx.group)
+    dist.gather(t, dst=_global_rank(ctx, dst), group=ctx.group)
     return None
 
 
@@ -461,7 +468,7 @@ def broadcast_bytes(data: bytes | None, ctx: DistContext, src: int = 0) -> bytes
     length = torch.tensor([len(data) if ctx.rank == src and data is not None else 0], dtype=torch.int64,
                           device=ctx.device)
     ctx.record("broadcast_bytes", _nbytes(length))
-    dist.broadcast(length, src=src, group=ctx.group)
+    dist.broadcast(length, src=_global_rank(ctx, src), group=ctx.group)
     n = int(length.item())
     if ctx.rank == src:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(ctx.device) if n else None
@@ -470,7 +477,7 @@ def broadcast_bytes(data: bytes | None, ctx: DistContext, src: int = 0) -> bytes
     if n == 0:
         return b""
     ctx.record("broadcast_bytes", n)
-    dist.broadcast(buf, src=src, group=ctx.group)
+    dist.broadcast(buf, src=_global_rank(ctx, src), group=ctx.group)
     return buf.cpu().numpy().tobytes()
 
 
@@ -578,7 +585,7 @@ def broadcast_parameters(params_or_buffers: TensorsOrModule, ctx: DistContext, s
         as_sent = [t.detach().view(torch.uint8) if t.dtype == torch.bool else t.detach() for t in bucket]
         flat = torch.cat([t.reshape(-1) for t in as_sent])
         ctx.record("broadcast_parameters", _nbytes(flat))
-        dist.broadcast(flat, src=src, group=ctx.group)
+        dist.broadcast(flat, src=_global_rank(ctx, src), group=ctx.group)
         if ctx.rank == src:
             continue
         offset = 0

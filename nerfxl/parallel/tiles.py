@@ -9,15 +9,19 @@ from __future__ import annotations
 from nerfxl.errors import ConfigError
 
 
-def check_tiles_per_process(n_tiles: int, world_size: int) -> int:
-    """K / D, or a ConfigError naming both numbers when D does not divide K."""
+def check_tiles_per_process(n_tiles: int, world_size: int, tiles: str | None = None) -> int:
+    """K / D, or a ConfigError naming both numbers when D does not divide K.
+
+    ``tiles`` says where K comes from in the message (default "--partitions K").
+    """
+    tiles = tiles or f"--partitions {n_tiles}"
     if n_tiles < 1:
         raise ConfigError(f"--partitions must be at least 1, got {n_tiles}")
     if world_size < 1:
         raise ConfigError(f"--devices must be at least 1, got {world_size}")
     if n_tiles % world_size != 0:
         divisors = [d for d in range(1, n_tiles + 1) if n_tiles % d == 0]
-        raise ConfigError(f"--devices {world_size} does not divide --partitions {n_tiles}: every process owns "
+        raise ConfigError(f"--devices {world_size} does not divide {tiles}: every process owns "
                           f"the same number of tiles; use --devices in {divisors}")
     return n_tiles // world_size
 
