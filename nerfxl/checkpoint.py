@@ -151,6 +151,18 @@ def _rename_into_place(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete checkpoint folders a killed writer left half-written (hidden ``.step-*`` folders).
+
+    Only safe when nobody is writing checkpoints into ``run_dir``: call it as a run starts.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    stale = [p for p in root.glob(".step-*") if p.is_dir()] if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints (those with a manifest), oldest first."""
     root = Path(run_dir) / CHECKPOINTS

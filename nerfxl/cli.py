@@ -14,7 +14,7 @@ from typing import Literal
 
 import tyro
 
-from nerfxl.errors import NerfxlError
+from nerfxl.errors import NerfxlError, WorkerError
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 
@@ -115,6 +115,14 @@ def entrypoint() -> None:
     """Console-script entry point: one clear line and a non-zero exit for user errors."""
     try:
         main()
+    except WorkerError as e:
+        if e.user_error:  # bad input seen by a rank: the same one line a single process would print
+            print(f"nerfxl: error: {e.error_message}", file=sys.stderr)
+            sys.exit(2)
+        if e.traceback:  # a bug in a rank: its traceback, as a single process would show it
+            print(f"[rank {e.rank}] {e.traceback}", file=sys.stderr, end="")
+        print(f"nerfxl: error: {e}", file=sys.stderr)
+        sys.exit(1 if e.traceback else 2)
     except NerfxlError as e:
         print(f"nerfxl: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -32,10 +32,32 @@ def run_train(argv: list[str]) -> None:
     def given(flag: str) -> bool:
         return any(a == flag or a.startswith(flag + "=") for a in argv)
 
+    if config.resume is not None:
+        check_resume_options(argv)
     # On --resume these two may differ from the saved run (a K-tile run continues on any D dividing K).
     run_dir = train(config, steps_override=config.steps if given("--steps") else None,
                     devices_override=config.devices if given("--devices") else None)
-    print(f"run folder: {run_dir}")
+    from nerfxl.parallel.distributed import is_main_process
+
+    if is_main_process():
+        print(f"run folder: {run_dir}")
+
+
+RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--progress", "--no-progress")
+
+
+def check_resume_options(argv: list[str]) -> None:
+    """--resume continues the run with its saved config.yaml: refuse options that would be ignored."""
+    from nerfxl.errors import ConfigError
+
+    if argv and not argv[0].startswith("-"):
+        raise ConfigError(f"preset {argv[0]!r} cannot be given with --resume: the run continues with its saved "
+                          f"config.yaml")
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in RESUME_OPTIONS:
+            raise ConfigError(f"{flag} cannot be changed on --resume: the run continues with its saved config.yaml "
+                              f"(allowed: {', '.join(RESUME_OPTIONS[1:])})")
 
 
 @dataclass

@@ -28,3 +28,33 @@ class ConfigError(NerfxlError):
 
 class CheckpointError(NerfxlError):
     """A run folder or checkpoint that is missing, incomplete or from another model."""
+
+
+class WorkerError(NerfxlError):
+    """A process of a multi-process run (spawned by :func:`nerfxl.parallel.launch.launch`) raised or died.
+
+    Attributes:
+        rank: the rank that failed first.
+        exitcode: its exit code (negative: killed by that signal), or None if it was still running.
+        exc_type: the exception's class name, or None when it died without raising.
+        traceback: its formatted traceback ("" when it died without one).
+        others: one-line descriptions of the ranks that failed after it (usually as a consequence).
+        still_running: ranks that had neither failed nor finished (then terminated) — after a
+            collective timeout, likely the ones that were stuck.
+        user_error: the first failure was a :class:`NerfxlError` (bad input, not a bug): its message
+            is the whole story and ``error_message`` holds it.
+        error_message: the first failing rank's exception message ("" when it died without one).
+    """
+
+    def __init__(self, message: str, rank: int, exitcode: int | None, exc_type: str | None = None,
+                 traceback: str = "", others: list[str] | None = None, still_running: list[int] | None = None,
+                 user_error: bool = False, error_message: str = ""):
+        super().__init__(message)
+        self.user_error = user_error
+        self.error_message = error_message
+        self.still_running = still_running or []
+        self.rank = rank
+        self.exitcode = exitcode
+        self.exc_type = exc_type
+        self.traceback = traceback
+        self.others = others or []

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
+
+# One bar per process needs no cross-process lock; tqdm's default one is a multiprocessing semaphore
+# that a rank killed mid-run leaves behind ("leaked semaphore" warnings after the error line).
+tqdm.set_lock(threading.RLock())
 
 
 class RunLogger:

@@ -34,6 +34,7 @@ from nerfxl.checkpoint import (
     load_checkpoint,
     load_optimizer_state_tensors,
     optimizer_state_tensors,
+    remove_stale_temporaries,
     save_checkpoint,
     without_optimizer_state,
 )
@@ -625,6 +626,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
             raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
         trainer.load(ckpt)
     if ctx.is_main:
+        remove_stale_temporaries(run_dir)
         save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
         if config.partitions > 1 and not (run_dir / TILE_PLAN_FILE).is_file():
             trainer.plan.save(run_dir / TILE_PLAN_FILE)

@@ -7,6 +7,7 @@ import torch
 
 from nerfxl.checkpoint import (
     latest_checkpoint,
+    remove_stale_temporaries,
     list_checkpoints,
     load_checkpoint,
     load_optimizer_state_tensors,
@@ -90,3 +91,12 @@ def test_optimizer_state_round_trip_by_parameter_name():
     bad = {k: (v[:1] if v.dim() else v) for k, v in tensors.items()}
     with pytest.raises(CheckpointError, match="optimizer state 0.weight.exp_avg"):
         load_optimizer_state_tensors(opt2, model.named_parameters(), bad, "test")
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    save_checkpoint(tmp_path, 1, _shards(1.0), {"step": 1})
+    stale = tmp_path / "checkpoints" / ".step-00000002.abc.tmp"
+    stale.mkdir()
+    (stale / "tile-000.safetensors").write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and [p.name for p in list_checkpoints(tmp_path)] == ["step-00000001"]

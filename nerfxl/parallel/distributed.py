@@ -135,7 +135,7 @@ def resolve_device(device: str | torch.device, local_rank: int = 0, world_size: 
     if dev.type != "cuda":
         return dev
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     if dev.index is not None and world_size > 1 and dev.index != local_rank:
         raise ConfigError(
             f"device {device!r} names one GPU but {world_size} processes run; give 'cuda' or 'auto' so that "
@@ -148,7 +148,7 @@ def resolve_device(device: str | torch.device, local_rank: int = 0, world_size: 
         raise ConfigError(
             f"process with LOCAL_RANK {local_rank} needs cuda:{index} but this machine has only {n_gpus} "
             f"visible GPU(s) for {per_machine} process(es); start at most {n_gpus} processes per machine "
-            f"or use device='cpu'"
+            f"or use --device cpu"
         )
     return torch.device("cuda", index)
 

@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nerfxl.errors import ConfigError, NerfxlError
+from nerfxl.errors import ConfigError, NerfxlError, WorkerError
 from nerfxl.parallel.distributed import DEFAULT_TIMEOUT_S, init_distributed, resolve_device, shutdown
 
 # After the first failure, keep listening this long so that failures it caused (peers whose collective
@@ -53,30 +53,6 @@ _SETTLE_S = 0.5
 _TERMINATE_GRACE_S = 5.0
 # After Ctrl-C, how long the ranks get to stop by themselves (finish the step, save a checkpoint).
 INTERRUPT_GRACE_S = 120.0
-
-
-class WorkerError(NerfxlError):
-    """A spawned rank raised or died.
-
-    Attributes:
-        rank: the rank that failed first.
-        exitcode: its exit code (negative: killed by that signal), or None if it was still running.
-        exc_type: the exception's class name, or None when it died without raising.
-        traceback: its formatted traceback ("" when it died without one).
-        others: one-line descriptions of the ranks that failed after it (usually as a consequence).
-        still_running: ranks that had neither failed nor finished (then terminated) — after a
-            collective timeout, likely the ones that were stuck.
-    """
-
-    def __init__(self, message: str, rank: int, exitcode: int | None, exc_type: str | None = None,
-                 traceback: str = "", others: list[str] | None = None, still_running: list[int] | None = None):
-        super().__init__(message)
-        self.still_running = still_running or []
-        self.rank = rank
-        self.exitcode = exitcode
-        self.exc_type = exc_type
-        self.traceback = traceback
-        self.others = others or []
 
 
 def running_under_torchrun() -> bool:
@@ -187,10 +163,11 @@ def _child_main(rank: int, world: int, port: int, fn, args, device, timeout_s: f
             result = None
         payload = pickle.dumps(result)
     except BaseException as e:  # noqa: BLE001 - everything must reach the parent, even KeyboardInterrupt
+        # The traceback travels to the parent (WorkerError.traceback), which decides what to show:
+        # printing it here too would bury a one-line user error under D tracebacks.
         tb = traceback.format_exc()
-        sys.stderr.write(f"[nerfxl rank {rank}/{world}] {tb}")
         try:
-            conn.send(("error", type(e).__name__, str(e), tb))
+            conn.send(("error", type(e).__name__, str(e), tb, isinstance(e, NerfxlError)))
             conn.close()
         except Exception:  # noqa: BLE001 - the parent may be gone; exiting is all that is left
             pass
@@ -214,6 +191,16 @@ class _Rank:
     message: tuple | None = None
     reader_open: bool = True
     exited: bool = False
+
+
+@dataclass
+class _Failure:
+    rank: int
+    description: str
+    exc_type: str | None
+    traceback: str
+    text: str
+    user_error: bool
 
 
 def _describe_exit(code: int | None) -> str:
@@ -278,17 +265,18 @@ def _receive(r: _Rank) -> None:
 def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
     n = len(ranks)
     deadline = None if max_runtime_s is None else time.monotonic() + max_runtime_s
-    failures: list[tuple[int, str, str | None, str]] = []  # (rank, description, exc_type, traceback)
+    failures: list[_Failure] = []
     failed: set[int] = set()
     settle_until = None
     interrupted = False
 
-    def fail(rank: int, description: str, exc_type: str | None = None, tb: str = "") -> None:
+    def fail(rank: int, description: str, exc_type: str | None = None, tb: str = "", text: str = "",
+             user_error: bool = False) -> None:
         nonlocal settle_until
         if rank in failed:
             return
         failed.add(rank)
-        failures.append((rank, description, exc_type, tb))
+        failures.append(_Failure(rank, description, exc_type, tb, text, user_error))
         if settle_until is None:
             settle_until = time.monotonic() + _SETTLE_S
 
@@ -331,8 +319,8 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
             r = ranks[i]
             _receive(r)
             if r.message is not None and r.message[0] == "error":
-                _, exc_type, text, tb = r.message
-                fail(i, f"raised {exc_type}: {text}", exc_type, tb)
+                _, exc_type, text, tb, user_error = r.message
+                fail(i, f"raised {exc_type}: {text}", exc_type, tb, text, user_error)
             if kind == "exit":
                 # The sentinel fires as the child's fds close, a moment before it can be reaped.
                 r.process.join(5.0)
@@ -346,17 +334,19 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
     if interrupted:
         raise KeyboardInterrupt  # whatever the ranks did with it, the user asked to stop
     if failures:
-        rank, description, exc_type, tb = failures[0]
-        others = [f"rank {o}: {d.splitlines()[0][:200] if d else d}" for o, d, _, _ in failures[1:]]
-        message = f"rank {rank} of {n} {description.strip()}"
+        first = failures[0]
+        others = [f"rank {f.rank}: {f.description.splitlines()[0] if f.description else ''}" for f in failures[1:]]
+        message = f"rank {first.rank} of {n} {first.description.strip()}"
         if others:
-            message += " (then " + "; ".join(others) + ")"
+            # Usually consequences (a peer's collective broke); the details stay in .others.
+            message += f" (then rank(s) {[f.rank for f in failures[1:]]} failed too)"
         # A rank that neither failed nor finished is often the culprit of a timeout (stuck elsewhere).
         running = [i for i, r in enumerate(ranks) if not r.exited and i not in failed]
         if running:
             message += f"; terminated rank(s) {running}, still running at that point"
-        raise WorkerError(message, rank=rank, exitcode=ranks[rank].process.exitcode, exc_type=exc_type,
-                          traceback=tb, others=others, still_running=running)
+        raise WorkerError(message, rank=first.rank, exitcode=ranks[first.rank].process.exitcode,
+                          exc_type=first.exc_type, traceback=first.traceback, others=others, still_running=running,
+                          user_error=first.user_error, error_message=first.text)
     results = {}
     for i, r in enumerate(ranks):
         try:
