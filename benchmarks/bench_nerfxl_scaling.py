@@ -215,9 +215,12 @@ def main() -> None:
         "skipped_devices": skipped,
         "runs": runs,
         "note": (f"{os.cpu_count()} CPU cores are shared by all D processes (cpu_count // D threads each unless "
-                 "--threads), so on CPU the ratio to D=1 cannot exceed ~1 and mostly shows the cost of the exchange "
-                 "and of D copies of the shared modules; real scaling needs one GPU per process (--device cuda). "
-                 "Timings are noisy when other jobs share the machine.") if device_type == "cpu" else
+                 "--threads): on CPU the speed-up is bounded by the number of cores, not by D, and D above the core "
+                 "count oversubscribes. One process's intra-op threads speed these small kernels up little, so D "
+                 "single-threaded processes can use the cores better than one process with D threads. "
+                 "balance_bound_ratio = samples / max per process is what a perfectly parallel step would reach "
+                 "with this plan's load balance. Timings are noisy when other jobs share the machine.")
+                if device_type == "cpu" else
                 "one GPU per process; balance_bound_ratio = samples / max per process is the speed-up a "
                 "perfectly parallel step would reach with this tile plan's load balance.",
     }, indent=2))
