@@ -140,29 +140,38 @@ class Demo:
     """Frames of the orbit video."""
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""
+    partitions: int = 1
+    """NeRF-XL tiles K (each with its own grid: more tiles, more capacity)."""
+    devices: int = 1
+    """Processes D to train, evaluate and render on (must divide --partitions)."""
 
     def main(self) -> None:
         from nerfxl.data.city import ensure_city
         from nerfxl.evaluate import evaluate_run
+        from nerfxl.parallel.tiles import check_tiles_per_process
         from nerfxl.presets import TRAIN_PRESETS
         from nerfxl.render import render_run
         from nerfxl.train import train
 
+        check_tiles_per_process(self.partitions, self.devices)  # before minutes of dataset generation
         t0 = time.perf_counter()
         data = ensure_city("small", seed=0)
         t_data = time.perf_counter() - t0
         config = dataclasses.replace(TRAIN_PRESETS[DEFAULT_PRESET][1], data=data, output=self.output, name="city-small",
-                                     seed=self.seed, device=self.device)
+                                     seed=self.seed, device=self.device, partitions=self.partitions,
+                                     devices=self.devices)
         if self.steps is not None:
             config = dataclasses.replace(config, steps=self.steps)
         t1 = time.perf_counter()
         run_dir = train(config)
         t_train = time.perf_counter() - t1
-        result = evaluate_run(run_dir, device=self.device)
-        video = render_run(run_dir, "orbit", n_frames=self.video_frames, device=self.device, resolution_scale=1.0)
+        result = evaluate_run(run_dir, device=self.device, devices=self.devices)
+        video = render_run(run_dir, "orbit", n_frames=self.video_frames, device=self.device, resolution_scale=1.0,
+                           devices=self.devices)
         total = time.perf_counter() - t0
         summary = {
             "run": str(run_dir), "dataset": str(data), "steps": config.steps,
+            "partitions": self.partitions, "devices": self.devices,
             "test_psnr": round(result["psnr"], 3), "test_ssim": round(result["ssim"], 4),
             "seconds": {"dataset": round(t_data, 1), "train": round(t_train, 1), "total": round(total, 1)},
             "eval_json": result["output"], "video": video["video"],
