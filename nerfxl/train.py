@@ -271,7 +271,7 @@ class Trainer:
         """The run's tile plan in dataset units: rank 0 decides, every process gets the same boxes."""
         c = self.config
         box = self.train_data.scene_box.detach().double().cpu()
-        if c.partitions == 1:
+        if c.partitions == 1 and c.tile_plan is None:
             return TilePlan(boxes=box[None], method="kd", scene_box=box, points_per_tile=[0], weight_per_tile=[0.0],
                             source={"kind": "single tile"})
         text = None
@@ -618,17 +618,17 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
         chosen = str(new_run_dir(config, resolve_data_path(config))).encode() if ctx.is_main else None
         run_dir = broadcast_bytes(chosen, ctx).decode()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, run_dir, ctx=ctx)
+    trainer = Trainer(config, run_dir, ctx=ctx)  # before creating the folder: bad input leaves nothing behind
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
         trainer.load(ckpt)
     if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)
         save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
-        if config.partitions > 1 and not (run_dir / TILE_PLAN_FILE).is_file():
+        if trainer.plan.k > 1 and not (run_dir / TILE_PLAN_FILE).is_file():
             trainer.plan.save(run_dir / TILE_PLAN_FILE)
 
     logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None

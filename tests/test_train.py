@@ -129,3 +129,16 @@ def test_scene_box_override_and_format(tiny_city, tmp_path):
     torch.testing.assert_close(data.scene_box, torch.tensor([[-10.0, -10.0, 0.0], [10.0, 10.0, 5.0]]))
     with pytest.raises(ConfigError, match="scene-box"):
         load_split(dataclasses.replace(cfg, scene_box=(0.0, 0.0, 0.0, -1.0, 1.0, 1.0)), "train")
+
+
+def test_a_given_tile_plan_is_used_and_a_wrong_one_leaves_nothing_behind(tiny_city, tmp_path):
+    from nerfxl.data.load import load_dataset
+    from nerfxl.partition.plan import TilePlan, plan_tiles
+
+    plan = plan_tiles(load_dataset(tiny_city, "train"), 2, "uniform")
+    plan.save(tmp_path / "plan.json")
+    with pytest.raises(ConfigError, match="the plan has 2 tiles but --partitions is 3"):
+        train(tiny_config(tiny_city, tmp_path / "bad", steps=2, partitions=3, tile_plan=tmp_path / "plan.json"))
+    assert not (tmp_path / "bad").exists()
+    run = train(tiny_config(tiny_city, tmp_path / "out", steps=2, partitions=2, tile_plan=tmp_path / "plan.json"))
+    assert torch.equal(TilePlan.load(run / "tiles.json").boxes, plan.boxes)

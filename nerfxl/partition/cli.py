@@ -26,8 +26,8 @@ class Partition:
     """Number of tiles (one per device); any K ≥ 1 (the paper uses powers of two)."""
     method: Literal["kd", "uniform"] = "kd"
     """kd: recursive median split balancing the points (NeRF-XL); uniform: equal blocks (Mega-NeRF style)."""
-    output: Optional[Path] = None
-    """Write the plan as JSON here."""
+    output: Annotated[Optional[Path], tyro.conf.arg(aliases=("-o",))] = None
+    """Write the plan as JSON here (use it with `nerfxl train --tile-plan`)."""
     plot: Optional[Path] = None
     """Write a top/side-view PNG of the tiles over the planning points here."""
     source: Literal["auto", "points", "rays"] = "auto"
