@@ -93,7 +93,7 @@ def save_checkpoint(run_dir: Path, step: int, shards: dict[str, dict[str, Tensor
         report: dict[str, Any] = {"files": {}, "tiles": state.get("tiles", {})}
         try:
             report["files"] = _write_shards(tmp, shards)
-        except OSError as e:
+        except (OSError, SafetensorError) as e:  # disk full, quota, permissions: report, do not hang the others
             report["error"] = f"{tmp}: {e}"
         reports = [report] if not distributed else [json.loads(b) for b in all_gather_bytes(json.dumps(report).encode(), ctx)]
         errors = [f"rank {r}: {rep['error']}" for r, rep in enumerate(reports) if "error" in rep]
