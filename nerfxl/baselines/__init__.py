@@ -1,0 +1,12 @@
+"""Independent-training baselines for the scaling study (nerf-xl.md §8), as pure building blocks.
+
+- :mod:`.overlap`: tile boxes grown by an overlap and clamped to the scene box (Mega-NeRF style).
+- :mod:`.ray_selection`: which training pixels' rays hit a box, seeded batches among them, and the
+  fraction of a tile's samples that fall outside its own tile.
+- :mod:`.blending`: 3D per-sample blend weights over tiles (Mega-NeRF) and 2D per-image blend
+  weights over camera clusters (Block-NeRF).
+- :mod:`.clustering`: seeded k-means of training cameras with overlapping memberships (Block-NeRF).
+
+Nothing here trains; the trainer composes these into the ``independent-3d`` and ``independent-2d``
+baselines.
+"""
