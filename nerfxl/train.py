@@ -6,6 +6,10 @@ uninterrupted run would have drawn, and every process draws the same batch while
 the same jitter whichever process holds it. Hence training on D = 1, 2, 4, ... processes computes
 the same thing (nerf-xl.md §5): D = 1 is the single-process reference twin.
 
+With ``--method ddp`` (the data-parallel baseline, :mod:`nerfxl.parallel.data_parallel`) every process
+holds the one tile's whole model instead, renders its own share of a global batch and averages all
+gradients; D processes with R rays each compute what one process computes with D·R rays.
+
 Roles: every process renders its K/D tiles, exchanges per-ray blocks (or per-sample values with
 ``--exchange sample``), computes the same loss, and steps its own tiles plus its copy of the shared
 modules after a SUM all-reduce of their gradients. Rank 0 alone logs, shows progress, writes
@@ -45,6 +49,16 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError
 from nerfxl.fields.config import FieldConfig, build_radiance_field
+from nerfxl.parallel.data_parallel import (
+    average_gradients,
+    check_replicated,
+    evaluate_replica,
+    global_stats,
+    mean_over_global_batch,
+    shard_generators,
+    shard_of_batch,
+    skip_draws,
+)
 from nerfxl.parallel.distributed import (
     DEFAULT_TIMEOUT_S,
     DistContext,
@@ -63,6 +77,7 @@ from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 Exchange = Literal["partition", "sample"]
+Method = Literal["nerfxl", "ddp"]
 TILE_PLAN_FILE = "tiles.json"
 
 
@@ -120,7 +135,7 @@ class TrainConfig:
     seed: int = 0
     """Seed of ray batches, sample jitter and initialisation: a seed makes a run repeatable."""
     batch_rays: int = 4096
-    """Rays per step."""
+    """Rays per step (with --method ddp: per process, so the global batch is D × batch_rays)."""
     downscale: float = 1.0
     """Train on images downscaled by this factor."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -155,6 +170,11 @@ class TrainConfig:
     """Show a progress bar."""
     resume: Optional[Path] = None
     """Continue this run folder from its latest checkpoint, with its saved configuration."""
+    method: Method = "nerfxl"
+    """How D processes share the work. nerfxl: K tiles over D processes, every process renders its
+    tiles' segments of the same rays. ddp: the data-parallel baseline (PyTorch DDP semantics): one
+    model (--partitions 1) replicated on every process, each renders its own batch_rays of a global
+    batch of D × batch_rays rays, and the gradients of all parameters are averaged."""
     partitions: int = 1
     """K, the number of tiles the scene is split into (NeRF-XL). Each tile has its own grid, so
     more tiles = more model capacity."""
@@ -182,6 +202,14 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def check_processes(config: TrainConfig, world_size: int) -> None:
+    """--partitions and --devices suit --method (a one-line ConfigError otherwise)."""
+    if config.method == "ddp":
+        check_replicated(config.partitions, world_size)
+    else:
+        check_tiles_per_process(config.partitions, world_size)
 
 
 def resolve_data_path(config: TrainConfig) -> Path:
@@ -240,7 +268,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else single_process_context(resolve_device(config.device))
         self.device = self.ctx.device
-        check_tiles_per_process(config.partitions, self.ctx.world_size)
+        check_processes(config, self.ctx.world_size)
+        self.data_parallel = config.method == "ddp"
         if train_data is None:
             train_data = load_split(config, "train")
             try:
@@ -256,14 +285,18 @@ class Trainer:
 
         self.plan = self._tile_plan()
         tile_boxes = self.transform.box(self.plan.boxes).float()
-        self.tile_ids = tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank)
+        # ddp: every process holds the one tile (the whole model).
+        self.tile_ids = [0] if self.data_parallel else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank)
         field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
                                             seed=config.seed)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
         # The seeded build already makes them equal; the broadcast makes it a guarantee (nerf-xl.md §5).
+        # ddp replicates the whole model, tiles included.
         shared = [t for m in field_module.shared_modules().values() for t in [*m.parameters(), *m.buffers()]]
-        broadcast_parameters(shared, self.ctx)
-        self.sampler = RayBatchSampler(train_data, config.batch_rays, config.seed)
+        broadcast_parameters(field_module if self.data_parallel else shared, self.ctx)
+        # ddp: every process draws the global batch and keeps its rows (see training_loss).
+        batch = config.batch_rays * (self.ctx.world_size if self.data_parallel else 1)
+        self.sampler = RayBatchSampler(train_data, batch, config.seed)
         self.optimizer = self._build_optimizer()
         self.step = 0
 
@@ -339,7 +372,10 @@ class Trainer:
         return generate_rays(self.train_cameras, batch.image_indices, batch.pixels, c2w)
 
     def render(self, rays: RayBundle, stratified: bool, generators, background: Tensor | None) -> RenderedRays:
-        """Render identical rays on every process through the configured exchange."""
+        """Render identical rays on every process through the configured exchange (ddp: this
+        process's own rays through its whole model)."""
+        if self.data_parallel:
+            return self.renderer(rays, stratified, generators, background)
         strategy = render_sample_based if self.config.exchange == "sample" else render_partition_based
         return strategy(self.renderer, rays, self.ctx, stratified=stratified, generators=generators, background=background)
 
@@ -347,9 +383,10 @@ class Trainer:
         """[R, 3] background colours, identical on every process, differentiable on rank 0 only.
 
         Every process computes the same background; were it differentiable everywhere, the SUM
-        all-reduce of shared gradients would count the sky/appearance gradient D times.
+        all-reduce of shared gradients would count the sky/appearance gradient D times. (ddp: each
+        process has its own rays, and gradients are averaged: differentiable everywhere.)
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.ctx.is_main):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.ctx.is_main or self.data_parallel)):
             return self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=generator)
 
     def training_loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
@@ -359,10 +396,20 @@ class Trainer:
             (this process's loss to differentiate: the shared data terms plus its own tiles'
             regularisers; stats of the whole model, identical on every process).
         """
-        batch = self.sampler.sample(step).to(self.device)
+        batch = self.sampler.sample(step)
+        if self.data_parallel:
+            batch = shard_of_batch(batch, self.ctx)  # this process's rows of the global batch
+        batch = batch.to(self.device)
         rays = self.rays_for(batch)
-        background = self.background_for(rays, self._step_generator(0xB6, step))
-        out = self.render(rays, True, self._tile_generators(0x5A4D, step), background)
+        background_generator, tile_generators = self._step_generator(0xB6, step), self._tile_generators(0x5A4D, step)
+        if self.data_parallel:
+            # Skip the draws the global batch spends on the lower ranks' rows: one per ray and tile
+            # (sample jitter), three per ray (a random background colour).
+            before = self.ctx.rank * len(batch)
+            background_generator = skip_draws(background_generator, 3 * before, rays.directions.dtype)
+            tile_generators = shard_generators(tile_generators, before, rays.origins.dtype)
+        background = self.background_for(rays, background_generator)
+        out = self.render(rays, True, tile_generators, background)
         target = batch.rgb
         if self.renderer.field.background is not None and self.renderer.field.background.is_random:
             # Re-composite the target onto the same random colours the render used.
@@ -378,13 +425,14 @@ class Trainer:
             stats["distortion"] = float(dist.detach())
         if lc.depth > 0 and batch.depth is not None:
             valid = batch.depth > 0
-            if bool(valid.any()):
+            if self.data_parallel or bool(valid.any()):  # ddp: every process joins the count
                 # Dataset depth is z-depth in world units; rendered depth is ray distance in model units.
                 dirs_cam_z = self._camera_z(batch, rays)
                 target_t = batch.depth * self.transform.scale / dirs_cam_z
-                depth_l1 = (out.depth[valid] - target_t[valid]).abs().mean()
+                errors = (out.depth[valid] - target_t[valid]).abs()
+                depth_l1 = mean_over_global_batch(errors, self.ctx) if self.data_parallel else errors.mean()
                 loss = loss + lc.depth * depth_l1
-                stats["depth_l1"] = float(depth_l1)
+                stats["depth_l1"] = float(depth_l1.detach())
         regulariser = torch.zeros((), device=self.device)
         for tile in self.renderer.field.tiles:
             grid = tile.grid
@@ -392,6 +440,10 @@ class Trainer:
                 regulariser = regulariser + lc.total_variation * grid.total_variation()
             if lc.density_l1 > 0 and hasattr(grid, "density_l1"):
                 regulariser = regulariser + lc.density_l1 * grid.density_l1()
+        if self.data_parallel:  # the regulariser is the same on every replica
+            stats["loss"] = float((loss + regulariser).detach())
+            stats["samples"] = float(out.n_samples)
+            return loss + regulariser, global_stats(stats, self.ctx)
         # One small gather per step: samples and regulariser of every process (load balance, true loss).
         local = torch.tensor([[float(out.n_samples), float(regulariser.detach())]], dtype=torch.float64, device=self.device)
         per_rank = all_gather_tensor(local, self.ctx).cpu()
@@ -426,7 +478,10 @@ class Trainer:
                               f"(last good checkpoint: {latest_checkpoint(self.run_dir) or 'none'})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
+        if self.data_parallel:
+            average_gradients(self.renderer.field, self.ctx)
+        else:
+            all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
         self.optimizer.step()
         return stats
 
@@ -435,7 +490,12 @@ class Trainer:
         return [(n, p) for n, p in self.renderer.field.named_parameters() if not n.startswith("tiles.")]
 
     def checkpoint_shards(self) -> dict[str, dict[str, Tensor]]:
-        """This process's shards: its tiles (weights, occupancy, optimizer moments), + shared on rank 0."""
+        """This process's shards: its tiles (weights, occupancy, optimizer moments), + shared on rank 0.
+
+        ddp: rank 0 alone writes (shared + tile-000); the other processes hold identical copies.
+        """
+        if self.data_parallel and not self.ctx.is_main:
+            return {}
         field_module = self.renderer.field
         shards = {}
         if self.ctx.is_main:
@@ -587,7 +647,7 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
         if config.devices not in (1, world):
             raise ConfigError(f"--devices {config.devices} but the launcher started {world} processes (WORLD_SIZE)")
         config = dataclasses.replace(config, devices=world)
-    check_tiles_per_process(config.partitions, config.devices)
+    check_processes(config, config.devices)
     if config.tile_plan is not None and not Path(config.tile_plan).is_file():
         raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
     if not resume and not external:
@@ -632,7 +692,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
             trainer.plan.save(run_dir / TILE_PLAN_FILE)
 
     logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None
-    rays_per_step = config.batch_rays
+    rays_per_step = config.batch_rays * (ctx.world_size if trainer.data_parallel else 1)  # the global batch
     stop = StopRequest(ctx)
     try:
         while trainer.step < config.steps:
@@ -650,7 +710,8 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
                 logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
                 if trainer.test_data is not None:
-                    metrics = evaluate_views(trainer, limit=config.eval_views, log_images=logger)
+                    evaluate = evaluate_replica if trainer.data_parallel else evaluate_views
+                    metrics = evaluate(trainer, limit=config.eval_views, log_images=logger)
                     if logger is not None:
                         logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:

@@ -178,7 +178,15 @@ def _child_main(rank: int, world: int, port: int, fn, args, device, timeout_s: f
         os._exit(1)
     conn.send(("ok", payload))
     conn.close()
-    shutdown(ctx)
+    try:
+        shutdown(ctx)
+    finally:
+        # The result is delivered. Skip interpreter teardown: destructors of communication threads can
+        # abort a process at exit ("terminate called without an active exception") after its work
+        # succeeded, which the parent would otherwise report as a failed rank.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # -- parent -------------------------------------------------------------------------------------------
@@ -326,7 +334,8 @@ def _monitor(ranks: list[_Rank], max_runtime_s: float | None) -> dict[int, Any]:
                 r.process.join(5.0)
                 r.exited = True
                 code = r.process.exitcode
-                if code != 0 and (r.message is None or r.message[0] != "error"):
+                delivered = r.message is not None and r.message[0] == "ok"
+                if code != 0 and not delivered and (r.message is None or r.message[0] != "error"):
                     fail(i, _describe_exit(code))
                 elif code == 0 and (r.message is None or r.message[0] != "ok"):
                     fail(i, "exited with code 0 without returning a result")
