@@ -1,4 +1,4 @@
-"""Independent-training baselines for the scaling study (nerf-xl.md §8), as pure building blocks.
+"""Independent-training baselines for the scaling study (nerf-xl.md §8).
 
 - :mod:`.overlap`: tile boxes grown by an overlap and clamped to the scene box (Mega-NeRF style).
 - :mod:`.ray_selection`: which training pixels' rays hit a box, seeded batches among them, and the
@@ -6,7 +6,7 @@
 - :mod:`.blending`: 3D per-sample blend weights over tiles (Mega-NeRF) and 2D per-image blend
   weights over camera clusters (Block-NeRF).
 - :mod:`.clustering`: seeded k-means of training cameras with overlapping memberships (Block-NeRF).
-
-Nothing here trains; the trainer composes these into the ``independent-3d`` and ``independent-2d``
-baselines.
+- :mod:`.subset`: a dataset restricted to some of its images, without copying them.
+- :mod:`.block_nerf`: the ``independent-2d`` baseline — K models trained alone on camera clusters,
+  novel views blended as images.
 """
