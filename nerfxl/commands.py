@@ -25,6 +25,7 @@ def parse_train_args(argv: list[str]):
 
 
 def run_train(argv: list[str]) -> None:
+    from nerfxl.baselines.runs import INDEPENDENT_METHODS, train_baseline
     from nerfxl.train import train
 
     config = parse_train_args(argv)
@@ -32,6 +33,9 @@ def run_train(argv: list[str]) -> None:
     def given(flag: str) -> bool:
         return any(a == flag or a.startswith(flag + "=") for a in argv)
 
+    if config.method in INDEPENDENT_METHODS:
+        print(f"run folder: {train_baseline(config)}")
+        return
     if config.resume is not None:
         check_resume_options(argv)
     # On --resume these two may differ from the saved run (a K-tile run continues on any D dividing K).
@@ -81,8 +85,14 @@ class Eval:
     (under torchrun the world size decides)."""
 
     def main(self) -> None:
+        from nerfxl.baselines.runs import baseline_method, evaluate_baseline
         from nerfxl.evaluate import evaluate_run
 
+        if baseline_method(self.run_dir) is not None:
+            result = evaluate_baseline(self.run_dir, self.split, self.limit, self.device, self.output)
+            print(f"{self.split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} over {result['n_images']} "
+                  f"views ({result['method']}) -> {result['output']}")
+            return
         result = evaluate_run(self.run_dir, self.output, self.device, self.limit, self.save_images, self.split,
                               devices=self.devices)
         if result is None:  # a rank other than 0 under torchrun

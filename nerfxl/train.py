@@ -77,7 +77,7 @@ from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 Exchange = Literal["partition", "sample"]
-Method = Literal["nerfxl", "ddp"]
+Method = Literal["nerfxl", "ddp", "independent-2d"]
 TILE_PLAN_FILE = "tiles.json"
 
 
@@ -174,7 +174,12 @@ class TrainConfig:
     """How D processes share the work. nerfxl: K tiles over D processes, every process renders its
     tiles' segments of the same rays. ddp: the data-parallel baseline (PyTorch DDP semantics): one
     model (--partitions 1) replicated on every process, each renders its own batch_rays of a global
-    batch of D × batch_rays rays, and the gradients of all parameters are averaged."""
+    batch of D × batch_rays rays, and the gradients of all parameters are averaged.
+    independent-2d: the Block-NeRF-style baseline: --partitions K camera clusters, one whole-scene
+    model trained alone per cluster (same steps and batch each), views blended as images."""
+    baseline_overlap: Optional[float] = None
+    """Overlap of the independent baselines (independent-2d: a camera joins every cluster within
+    (1 + overlap) × its distance to the nearest centroid; default 0.5)."""
     partitions: int = 1
     """K, the number of tiles the scene is split into (NeRF-XL). Each tile has its own grid, so
     more tiles = more model capacity."""

@@ -35,6 +35,9 @@ def run_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> tuple[Train
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder")
+    if (run_dir / "baseline.json").is_file() and not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: an independent baseline (baseline.json): `nerfxl eval` scores it; its models "
+                              f"are run folders under {run_dir / 'models'}")
     config = load_run_config(run_dir)
     ckpt = checkpoint or latest_checkpoint(run_dir)
     if ckpt is None:
