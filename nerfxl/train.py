@@ -77,7 +77,7 @@ from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 Exchange = Literal["partition", "sample"]
-Method = Literal["nerfxl", "ddp", "independent-2d"]
+Method = Literal["nerfxl", "ddp", "independent-2d", "independent-3d"]
 TILE_PLAN_FILE = "tiles.json"
 
 
@@ -176,10 +176,13 @@ class TrainConfig:
     model (--partitions 1) replicated on every process, each renders its own batch_rays of a global
     batch of D × batch_rays rays, and the gradients of all parameters are averaged.
     independent-2d: the Block-NeRF-style baseline: --partitions K camera clusters, one whole-scene
-    model trained alone per cluster (same steps and batch each), views blended as images."""
+    model trained alone per cluster (same steps and batch each), views blended as images.
+    independent-3d: the Mega-NeRF-style baseline: NeRF-XL's K tiles, each grown by an overlap and
+    modelled alone (contracted around its box) from the rays that hit it, samples blended in 3D."""
     baseline_overlap: Optional[float] = None
-    """Overlap of the independent baselines (independent-2d: a camera joins every cluster within
-    (1 + overlap) × its distance to the nearest centroid; default 0.5)."""
+    """Overlap of the independent baselines. independent-3d: tile boxes grow by this fraction of
+    their size (default 0.15); independent-2d: a camera joins every cluster within (1 + overlap) ×
+    its distance to the nearest centroid (default 0.5)."""
     partitions: int = 1
     """K, the number of tiles the scene is split into (NeRF-XL). Each tile has its own grid, so
     more tiles = more model capacity."""

@@ -9,4 +9,9 @@
 - :mod:`.subset`: a dataset restricted to some of its images, without copying them.
 - :mod:`.block_nerf`: the ``independent-2d`` baseline — K models trained alone on camera clusters,
   novel views blended as images.
+- :mod:`.contraction`: a grid's resolution concentrated in a box, the rest of the scene squeezed
+  around it (piecewise linear per axis).
+- :mod:`.mega_nerf`, :mod:`.mega_nerf_sampler`, :mod:`.mega_nerf_render`: the ``independent-3d``
+  baseline — K tile models trained alone on the rays hitting their grown boxes, blended per sample.
+- :mod:`.runs`: ``nerfxl train --method independent-*`` and ``nerfxl eval`` of a baseline folder.
 """

@@ -1,5 +1,6 @@
-"""Running the independent baselines from the command line: ``nerfxl train --method independent-2d``
-trains one, ``nerfxl eval RUN`` scores it (a baseline folder is recognised by its ``baseline.json``)."""
+"""Running the independent baselines from the command line: ``nerfxl train --method
+independent-2d|independent-3d`` trains one, ``nerfxl eval RUN`` scores it (a baseline folder is
+recognised by its ``baseline.json``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 from pathlib import Path
 
 from nerfxl.baselines.block_nerf import BASELINE_FILE
-from nerfxl.errors import CheckpointError, ConfigError
-from nerfxl.train import TrainConfig, new_run_dir, resolve_data_path
+from nerfxl.errors import CheckpointError, ConfigError, DataError
+from nerfxl.fileio import write_json_atomic
+from nerfxl.partition.plan import TilePlan, plan_tiles
+from nerfxl.train import TrainConfig, load_split, new_run_dir, resolve_data_path
 
-INDEPENDENT_METHODS = ("independent-2d",)
+INDEPENDENT_METHODS = ("independent-2d", "independent-3d")
 
 
 def train_baseline(config: TrainConfig) -> Path:
@@ -33,7 +36,29 @@ def train_baseline(config: TrainConfig) -> Path:
 
         overlap = DEFAULT_CLUSTER_OVERLAP if config.baseline_overlap is None else config.baseline_overlap
         return train_independent_2d(model_config, config.partitions, run_dir, overlap=overlap)
+    if config.method == "independent-3d":
+        from nerfxl.baselines.mega_nerf import DEFAULT_OVERLAP, train_independent_3d
+
+        overlap = DEFAULT_OVERLAP if config.baseline_overlap is None else config.baseline_overlap
+        train_data = load_split(model_config, "train")
+        try:
+            test_data = load_split(model_config, "test")
+        except DataError:
+            test_data = None
+        boxes = tile_plan_for(config, train_data).boxes
+        train_independent_3d(model_config, boxes, run_dir, overlap=overlap, train_data=train_data, test_data=test_data)
+        return run_dir
     raise ConfigError(f"--method {config.method} is not an independent baseline")
+
+
+def tile_plan_for(config: TrainConfig, train_data) -> TilePlan:
+    """The tiles NeRF-XL would train with the same options (--tile-plan, or planned like the trainer)."""
+    if config.tile_plan is not None:
+        plan = TilePlan.load(config.tile_plan)
+        if plan.k != config.partitions:
+            raise ConfigError(f"{config.tile_plan}: the plan has {plan.k} tiles but --partitions is {config.partitions}")
+        return plan
+    return plan_tiles(train_data, config.partitions, config.partition_method, seed=config.seed)
 
 
 def baseline_method(run_dir: Path) -> str | None:
@@ -56,5 +81,15 @@ def evaluate_baseline(run_dir: Path, split: str = "test", limit: int | None = No
 
         result = evaluate_independent_2d(run_dir, split=split, limit=limit, device=device, output=output)
         result.setdefault("step", result.get("steps_per_model"))
+        return result
+    if method == "independent-3d":
+        from nerfxl.baselines.mega_nerf_render import evaluate_independent_3d
+
+        result = evaluate_independent_3d(run_dir, split=split, limit=limit, device=device)
+        if output is not None:
+            write_json_atomic(Path(output), result)
+            result["output"] = str(output)
+        result.setdefault("method", method)
+        result.setdefault("output", str(Path(run_dir) / "eval.json"))
         return result
     raise CheckpointError(f"{run_dir}: {BASELINE_FILE} names method {method!r}, which this nerfxl cannot evaluate")

@@ -15,14 +15,17 @@ from nerfxl.trained import load_trained
 
 def baseline_config(data, output, **overrides):
     base = TRAIN_PRESETS["tiny"][1]
-    return dataclasses.replace(base, data=data, output=output, progress=False, downscale=2.0, batch_rays=256, steps=2,
-                               method="independent-2d", partitions=2, **overrides)
+    settings = dict(data=data, output=output, progress=False, downscale=2.0, batch_rays=256, steps=2,
+                    method="independent-2d", partitions=2)
+    return dataclasses.replace(base, **{**settings, **overrides})
 
 
-def test_independent_2d_trains_into_a_new_folder_and_is_scored(tiny_city, tmp_path):
-    run = train_baseline(baseline_config(tiny_city, tmp_path))
-    assert baseline_method(run) == "independent-2d"
-    assert sorted(p.name for p in (run / "models").iterdir()) == ["cluster-000", "cluster-001"]
+@pytest.mark.parametrize("method, models", [("independent-2d", ["cluster-000", "cluster-001"]),
+                                           ("independent-3d", ["tile-000", "tile-001"])])
+def test_a_baseline_trains_into_a_new_folder_and_is_scored(tiny_city, tmp_path, method, models):
+    run = train_baseline(baseline_config(tiny_city, tmp_path, method=method))
+    assert baseline_method(run) == method
+    assert sorted(p.name for p in (run / "models").iterdir()) == models
     result = evaluate_baseline(run, limit=1)
     assert math.isfinite(result["psnr"]) and (run / "eval.json").is_file()
     with pytest.raises(CheckpointError, match="independent baseline"):
