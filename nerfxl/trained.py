@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.data.transform import SceneTransform
@@ -46,9 +48,12 @@ def run_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> tuple[Train
 
 
 def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None,
-                 ctx: DistContext | None = None) -> TrainedRun:
+                 ctx: DistContext | None = None,
+                 prepare_field: Callable[[nn.Module], None] | None = None) -> TrainedRun:
     """Restore a run's renderer: all K tiles, or with ``ctx`` this process's K/D of them (any D
-    that divides K, whatever D trained the run). With ``ctx`` the renderer goes to ``ctx.device``."""
+    that divides K, whatever D trained the run). With ``ctx`` the renderer goes to ``ctx.device``.
+    ``prepare_field`` modifies the freshly built field before the checkpoint is loaded into it (e.g.
+    a baseline's grid contraction, whose tensors the checkpoint holds)."""
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
     tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
@@ -56,6 +61,8 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
     field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=tile_ids)
+    if prepare_field is not None:
+        prepare_field(field_module)
     renderer = TiledRenderer(field_module, scene_box, config.render)
     load_field_state(renderer, shards, state, ckpt)
     renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()

@@ -29,19 +29,17 @@ from nerfxl.baselines.blending import blend_weights_3d
 from nerfxl.baselines.contraction import contract_tile_grid
 from nerfxl.baselines.mega_nerf import BASELINE_FILE, tile_run_dir
 from nerfxl.baselines.overlap import box_centres
-from nerfxl.checkpoint import load_checkpoint
 from nerfxl.data.boxes import intersect_rays_boxes, points_in_boxes
 from nerfxl.data.rays import RayBundle, generate_image_rays
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
 from nerfxl.evaluate import image_metrics, spread_indices, to_uint8
-from nerfxl.fields.config import build_radiance_field
 from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import RenderedRays, TiledRenderer, finish_rendering, sample_positions
 from nerfxl.rendering.sampling import march_rays_in_box
 from nerfxl.rendering.segments import composite_segments, render_segments
-from nerfxl.train import TrainConfig, load_field_state, load_split, resolve_device, tile_shard_name
-from nerfxl.trained import run_checkpoint
+from nerfxl.train import TrainConfig, load_split, resolve_device
+from nerfxl.trained import TrainedRun, load_trained
 
 
 @dataclass
@@ -91,17 +89,11 @@ def read_baseline(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_tile_model(tile_dir: Path, expanded_box_model: Tensor, inner_fraction: float, device: torch.device) -> tuple[TrainConfig, TiledRenderer, dict]:
-    """One tile model's renderer from its latest checkpoint, with its contraction installed first
-    (the checkpoint's grid keys are the contracted grid's). Returns (config, renderer, state)."""
-    config, ckpt, _ = run_checkpoint(tile_dir)
-    shards, state = load_checkpoint(ckpt, shard_names=["shared", tile_shard_name(0)])
-    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
-    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])
-    contract_tile_grid(field_module, 0, expanded_box_model, inner_fraction)
-    renderer = TiledRenderer(field_module, boxes[0], config.render)
-    load_field_state(renderer, shards, state, ckpt)
-    return config, renderer.to(device).eval(), state
+def load_tile_model(tile_dir: Path, expanded_box_model: Tensor, inner_fraction: float, device: torch.device) -> TrainedRun:
+    """One tile model from its latest checkpoint, with its contraction installed first (the
+    checkpoint's grid keys are the contracted grid's)."""
+    return load_trained(tile_dir, device=str(device),
+                        prepare_field=lambda field: contract_tile_grid(field, 0, expanded_box_model, inner_fraction))
 
 
 def load_blended_models(run_dir: Path, device: str = "auto") -> BlendedModels:
@@ -109,18 +101,15 @@ def load_blended_models(run_dir: Path, device: str = "auto") -> BlendedModels:
     record = read_baseline(run_dir)
     dev = resolve_device(device)
     expanded = torch.tensor(record["expanded_boxes_model"], dtype=torch.float32)
-    renderers, config, state = [], None, None
-    for k in range(int(record["n_tiles"])):
-        cfg, renderer, st = load_tile_model(tile_run_dir(run_dir, k), expanded[k], float(record["inner_fraction"]), dev)
-        renderers.append(renderer)
-        config, state = config or cfg, state or st
+    runs = [load_tile_model(tile_run_dir(run_dir, k), expanded[k], float(record["inner_fraction"]), dev)
+            for k in range(int(record["n_tiles"]))]
     return BlendedModels(
-        renderers=renderers,
+        renderers=[run.renderer for run in runs],
         expanded_boxes=expanded.to(dev),
         centroids=box_centres(torch.tensor(record["tile_boxes_model"], dtype=torch.float32)).to(dev),
         scene_box=torch.tensor(record["scene_box_model"], dtype=torch.float32).to(dev),
-        config=config,
-        transform=SceneTransform.from_dict(state["scene_transform"]),
+        config=runs[0].config,
+        transform=runs[0].transform,
     )
 
 
