@@ -14,6 +14,7 @@ from typing import Literal
 
 import tyro
 
+from nerfxl.bench.scaling import Scaling
 from nerfxl.errors import NerfxlError, WorkerError
 
 CitySize = Literal["tiny", "small", "medium", "large"]
@@ -56,6 +57,7 @@ class City:
 # dispatched here and each group gets its own parser (and its own --help).
 COMMAND_GROUPS: dict[str, tuple[str, dict[str, object]]] = {
     "scene": ("Generate synthetic scenes (nerfxl scene city --help).", {"city": City}),
+    "bench": ("Studies over many runs (nerfxl bench scaling --help).", {"scaling": Scaling}),
 }
 
 
