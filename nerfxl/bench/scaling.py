@@ -34,7 +34,8 @@ from nerfxl.errors import ConfigError
 Method = Literal["nerfxl", "independent-3d", "independent-2d", "ddp"]
 METHODS: tuple[Method, ...] = ("nerfxl", "independent-3d", "independent-2d", "ddp")
 RESULTS_FILE = "scaling.json"
-# NeRF-XL paper (Fig. 4): share of a Mega-NeRF-style tile's samples outside its own tile, by K.
+# NeRF-XL paper (University4, restated in nerf-xl.md §8): share of a Mega-NeRF-style tile's samples outside
+# its own tile, by K.
 PAPER_FRACTION_OUTSIDE = {2: 0.38, 4: 0.56, 8: 0.62}
 
 
