@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from nerfxl_warmup import sync_device, warm_up
 
 FLOAT_BYTES = 4
 BLOCK_CHANNELS = 6  # colour (3), opacity, depth numerator, distortion
@@ -39,11 +40,6 @@ COLLECTIVES = ("all_gather_blocks", "all_gather_variable", "all_gather_tensor", 
 
 def log(msg: str) -> None:
     print(f"[bench_nerfxl_exchange] {msg}", file=sys.stderr, flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_config(args):
@@ -58,30 +54,6 @@ def build_config(args):
     if args.batch_rays:
         cfg = dataclasses.replace(cfg, batch_rays=args.batch_rays)
     return dataclasses.replace(cfg, data=resolve_data_path(cfg))
-
-
-def warm_up(cfg, work: Path, steps: int) -> tuple[Path, Path, float]:
-    """Train all K tiles in this process for ``steps`` steps; returns (checkpoint, tile plan, seconds)."""
-    from nerfxl.checkpoint import latest_checkpoint
-    from nerfxl.train import Trainer
-
-    run = work / "warmup"
-    trainer = Trainer(cfg, run)
-    t0 = time.perf_counter()
-    for s in range(steps):
-        stats = trainer.train_step(s)
-        if (s + 1) % 16 == 0 or s + 1 == steps:
-            log(f"warm-up step {s + 1}/{steps}: {stats['samples']:.0f} samples, psnr {stats['psnr']:.2f}")
-    _sync(trainer.device)
-    seconds = time.perf_counter() - t0
-    trainer.step = steps
-    trainer.save()
-    plan = trainer.plan.save(run / "tiles.json")
-    ckpt = latest_checkpoint(run)
-    del trainer
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return ckpt, plan, seconds
 
 
 def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, steps: int,
@@ -122,10 +94,10 @@ def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, s
     counting["on"] = True
     for i in range(steps):
         ctx.reset_stats()
-        _sync(trainer.device)
+        sync_device(trainer.device)
         t0 = time.perf_counter()
         stats = trainer.train_step(step)
-        _sync(trainer.device)
+        sync_device(trainer.device)
         seconds += time.perf_counter() - t0
         for name, entry in ctx.stats.items():
             bytes_per_coll[name] = bytes_per_coll.get(name, 0) + entry["bytes"]
@@ -253,7 +225,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="exchange-", dir=args.output))
     try:
         log(f"warm-up: {args.warmup} steps, K={args.tiles}, {cfg.batch_rays} rays/step, data {cfg.data}")
-        ckpt, plan, warm_s = warm_up(cfg, work, args.warmup)
+        ckpt, plan, warm_s = warm_up(cfg, work, args.warmup, log)
         cfg = dataclasses.replace(cfg, tile_plan=plan)
         runs, comparisons = [], []
         for d in args.devices:

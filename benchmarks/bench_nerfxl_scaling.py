@@ -28,39 +28,11 @@ import time
 from pathlib import Path
 
 import torch
+from nerfxl_warmup import sync_device, warm_up
 
 
 def log(msg: str) -> None:
     print(f"[bench_nerfxl_scaling] {msg}", file=sys.stderr, flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def warm_up(cfg, work: Path, steps: int) -> tuple[Path, Path, float]:
-    """Train all K tiles in this process for ``steps`` steps; returns (checkpoint, tile plan, seconds)."""
-    from nerfxl.checkpoint import latest_checkpoint
-    from nerfxl.train import Trainer
-
-    run = work / "warmup"
-    trainer = Trainer(cfg, run)
-    t0 = time.perf_counter()
-    for s in range(steps):
-        stats = trainer.train_step(s)
-        if (s + 1) % 16 == 0 or s + 1 == steps:
-            log(f"warm-up step {s + 1}/{steps}: {stats['samples']:.0f} samples, psnr {stats['psnr']:.2f}")
-    _sync(trainer.device)
-    seconds = time.perf_counter() - t0
-    trainer.step = steps
-    trainer.save()
-    plan = trainer.plan.save(run / "tiles.json")
-    ckpt = latest_checkpoint(run)
-    del trainer
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return ckpt, plan, seconds
 
 
 def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, steps: int,
@@ -78,14 +50,14 @@ def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, s
         trainer.train_step(step)
         step += 1
     barrier(ctx)
-    _sync(trainer.device)
+    sync_device(trainer.device)
     samples, samples_max, psnr = 0.0, 0.0, 0.0
     per_step = []
     t_all = time.perf_counter()
     for i in range(steps):
         t0 = time.perf_counter()
         stats = trainer.train_step(step)
-        _sync(trainer.device)
+        sync_device(trainer.device)
         per_step.append(time.perf_counter() - t0)
         samples += stats["samples"]
         samples_max += stats["samples_max_rank"]
@@ -163,7 +135,7 @@ def main() -> None:
     runs = []
     try:
         log(f"warm-up: {args.warmup} steps, K={args.tiles}, {rays} rays/step, data {cfg.data}")
-        ckpt, plan, warm_s = warm_up(cfg, work, args.warmup)
+        ckpt, plan, warm_s = warm_up(cfg, work, args.warmup, log)
         cfg = dataclasses.replace(cfg, tile_plan=plan)
         for d in devices:
             log(f"D={d}: starting {d} process(es)")
