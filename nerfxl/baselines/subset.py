@@ -40,79 +40,66 @@ def as_index_list(indices: Sequence[int] | Tensor, n: int) -> list[int]:
     return out
 
 
-class ImageSubset:
-    """Images ``indices`` of an :class:`ImageSource`, re-indexed 0..M−1.
+class _SubsetView:
+    """Items ``indices`` of a lazily loading source, re-indexed 0..M−1: ``len``, ``get``, the
+    parent's ``cache`` (its keys are parent indices), and the mapped ``paths`` and ``sizes``."""
 
-    Implements what :class:`~nerfxl.data.sampler.RayBatchSampler` and evaluation use: ``len``,
-    ``get``, ``rgb``, ``background``, ``cache`` (the parent's, whose keys are parent indices), plus
-    the mapped ``paths`` and ``sizes`` for reports.
-    """
-
-    def __init__(self, source: ImageSource | "ImageSubset", indices: Sequence[int]):
+    def __init__(self, source, indices: Sequence[int]):
         self.source = source
         self.indices = list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def cache(self):
+        return self.source.cache
+
+    @property
+    def paths(self) -> list:
+        return [self.source.paths[i] for i in self.indices]
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [self.source.sizes[i] for i in self.indices]
+
+    def get(self, index: int) -> Tensor:
+        """The parent's item ``indices[index]`` (uint8 [H, W, C] images, float32 [H, W] depths)."""
+        return self.source.get(self.indices[index])
+
+
+class ImageSubset(_SubsetView):
+    """Images ``indices`` of an :class:`ImageSource`, re-indexed 0..M−1.
+
+    Implements what :class:`~nerfxl.data.sampler.RayBatchSampler` and evaluation use: ``len``,
+    ``get``, ``rgb``, ``background``, ``cache``, plus ``paths`` and ``sizes`` for reports.
+    """
+
+    def __init__(self, source: ImageSource | "ImageSubset", indices: Sequence[int]):
+        super().__init__(source, indices)
 
     @property
     def background(self) -> Tensor:
         return self.source.background
 
     @property
-    def cache(self):
-        return self.source.cache
-
-    @property
     def downscale(self) -> float:
         return self.source.downscale
-
-    @property
-    def paths(self) -> list:
-        return [self.source.paths[i] for i in self.indices]
-
-    @property
-    def sizes(self) -> list[tuple[int, int]]:
-        return [self.source.sizes[i] for i in self.indices]
-
-    def get(self, index: int) -> Tensor:
-        """uint8 [H, W, C] of subset image ``index``."""
-        return self.source.get(self.indices[index])
 
     def rgb(self, index: int) -> Tensor:
         """float32 [H, W, 3] of subset image ``index``."""
         return self.source.rgb(self.indices[index])
 
 
-class DepthSubset:
+class DepthSubset(_SubsetView):
     """Depth maps ``indices`` of a :class:`DepthSource`, re-indexed 0..M−1 (``len``, ``get``)."""
 
     def __init__(self, source: DepthSource | "DepthSubset", indices: Sequence[int]):
-        self.source = source
-        self.indices = list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def cache(self):
-        return self.source.cache
+        super().__init__(source, indices)
 
     @property
     def scale(self) -> float:
         return self.source.scale
-
-    @property
-    def paths(self) -> list:
-        return [self.source.paths[i] for i in self.indices]
-
-    @property
-    def sizes(self) -> list[tuple[int, int]]:
-        return [self.source.sizes[i] for i in self.indices]
-
-    def get(self, index: int) -> Tensor:
-        """float32 [H, W] of subset image ``index``."""
-        return self.source.get(self.indices[index])
 
 
 def subset_dataset(dataset: Dataset, indices: Sequence[int] | Tensor) -> Dataset:
