@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from nerfxl_warmup import sync_device, warm_up
+from nerfxl_warmup import add_run_arguments, apply_quick, sync_device, warm_up
 
 
 def log(msg: str) -> None:
@@ -80,25 +80,9 @@ def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="dataset (default: the preset's procedural city)")
-    parser.add_argument("--preset", default="city")
-    parser.add_argument("--city-size", default=None, help="built-in city size when no --data (default: the preset's)")
-    parser.add_argument("--tiles", type=int, default=4, help="K")
-    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4], help="values of D (each must divide K)")
-    parser.add_argument("--partition-method", default="kd", choices=["kd", "uniform"])
-    parser.add_argument("--batch-rays", type=int, default=None, help="rays per step (default: the preset's)")
-    parser.add_argument("--warmup", type=int, default=64, help="steps trained once on one process before timing")
-    parser.add_argument("--settle", type=int, default=1, help="untimed steps after loading, per D")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per D")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu | cuda (rank r takes cuda:r)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per process (default: nerfxl's, cpu_count // D; D=1 uses all cores)")
-    parser.add_argument("--quick", action="store_true", help="tiny preset on the tiny city, 8 warm-up steps, 3 steps")
-    parser.add_argument("--output", type=Path, default=Path("/tmp/nerfxl-bench"), help="scratch folder")
+    add_run_arguments(parser, devices=[1, 2, 4], steps=8, quick_steps=3)
     args = parser.parse_args()
-    if args.quick:
-        args.preset, args.warmup, args.steps = "tiny", min(args.warmup, 8), min(args.steps, 3)
+    apply_quick(args, quick_steps=3)
 
     from nerfxl.parallel.launch import launch
     from nerfxl.presets import TRAIN_PRESETS

@@ -1,4 +1,4 @@
-"""Shared by the NeRF-XL benchmarks: a warm start every configuration of a benchmark begins from.
+"""Shared by the NeRF-XL benchmarks: their common options and the warm start every configuration begins from.
 
 Imported by the benchmark scripts beside it (``python benchmarks/bench_*.py`` puts this folder on
 the path).
@@ -42,3 +42,30 @@ def warm_up(cfg, work: Path, steps: int, log: Callable[[str], None]) -> tuple[Pa
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return ckpt, plan, seconds
+
+
+def add_run_arguments(parser, devices: list[int], steps: int, quick_steps: int) -> None:
+    """The options the NeRF-XL benchmarks share (scene, tiles, warm start, timing, device)."""
+    parser.add_argument("--data", type=Path, default=None, help="dataset (default: the preset's procedural city)")
+    parser.add_argument("--preset", default="city")
+    parser.add_argument("--city-size", default=None, help="built-in city size when no --data (default: the preset's)")
+    parser.add_argument("--tiles", type=int, default=4, help="K")
+    parser.add_argument("--devices", type=int, nargs="+", default=devices, help="values of D (each must divide K)")
+    parser.add_argument("--partition-method", default="kd", choices=["kd", "uniform"])
+    parser.add_argument("--batch-rays", type=int, default=None, help="rays per step (default: the preset's)")
+    parser.add_argument("--warmup", type=int, default=64, help="steps trained once on one process before measuring")
+    parser.add_argument("--settle", type=int, default=1, help="untimed steps after loading, per run")
+    parser.add_argument("--steps", type=int, default=steps, help="measured steps per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (rank r takes cuda:r)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process (default: nerfxl's, cpu_count // D; D=1 uses all cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny preset on the tiny city, 8 warm-up steps, {quick_steps} steps")
+    parser.add_argument("--output", type=Path, default=Path("/tmp/nerfxl-bench"), help="scratch folder")
+
+
+def apply_quick(args, quick_steps: int) -> None:
+    """--quick: the tiny preset and a few steps (a smoke test, not a figure)."""
+    if args.quick:
+        args.preset, args.warmup, args.steps = "tiny", min(args.warmup, 8), min(args.steps, quick_steps)
