@@ -35,6 +35,9 @@ class GridConfig:
     """Plane-line only: resolution multiple of each level (levels are concatenated)."""
     scale_z: bool = True
     """Plane-line only: also multiply the z resolution by the level scale (off for flat city scenes)."""
+    level_scaling: Literal["nodes", "cells"] = "nodes"
+    """Plane-line only: level s has R·s nodes per axis ('nodes') or (R − 1)·s + 1 ('cells': s times the
+    cells, every coarse node also a fine node; lets plane parallel cut every level)."""
     density_channels: int = 8
     """Plane-line only: density channels per level."""
     appearance_channels: int = 24
@@ -169,7 +172,7 @@ def _build_tile(config: FieldConfig, box: Tensor) -> TileField:
     activation, shift = config.resolved_density_activation(), config.resolved_density_shift()
     if g.type == "plane-line":
         grid = PlaneLineGrid(g.base_resolution, g.scales, g.density_channels, g.appearance_channels, g.mode,
-                             g.scale_z, g.init_std)
+                             g.scale_z, g.init_std, g.level_scaling)
         density_head = DensityHead(grid.density_dim, config.density_reduction, activation, shift)
         feature_head = FeatureHead(grid.appearance_dim, config.feature_dim, "linear")
     else:

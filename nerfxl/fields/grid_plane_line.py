@@ -59,6 +59,9 @@ class PlaneLineGrid(nn.Module):
         mode: ``"vm"`` (three plane/line pairs) or ``"ground"`` (xy plane × z line).
         scale_z: if False the z resolution stays ``rz`` at every level.
         init_std: std of the normal initialisation of every plane and line.
+        level_scaling: ``"nodes"``: level ``s`` has R·s nodes per axis; ``"cells"``: it has (R − 1)·s + 1,
+            i.e. s times the cells, so every coarser node is also a finer node. Only "cells" keeps every
+            level cuttable into sub-planes that share borders (plane parallel).
 
     Parameters: ``density_planes`` / ``density_lines`` / ``appearance_planes`` / ``appearance_lines``,
     each an ``nn.ParameterList`` indexed ``level * n_components + component``; planes are
@@ -75,8 +78,12 @@ class PlaneLineGrid(nn.Module):
         mode: PlaneLineMode = "vm",
         scale_z: bool = True,
         init_std: float = 0.1,
+        level_scaling: Literal["nodes", "cells"] = "nodes",
     ):
         super().__init__()
+        if level_scaling not in ("nodes", "cells"):
+            raise ValueError(f"level_scaling must be 'nodes' or 'cells', got {level_scaling!r}")
+        self.level_scaling = level_scaling
         if mode not in _COMPONENTS:
             raise ValueError(f"unknown plane-line mode {mode!r}; expected 'vm' or 'ground'")
         if len(base_resolution) != 3 or min(base_resolution) < 2:
@@ -104,10 +111,14 @@ class PlaneLineGrid(nn.Module):
         self.appearance_lines = nn.ParameterList()
         for res in self.level_resolutions:
             for a, b, c in self.components:
-                self.density_planes.append(make(self.density_channels, (res[b], res[a])))
+                self.density_planes.append(make(self.density_channels, self._plane_shape(res, a, b)))
                 self.density_lines.append(make(self.density_channels, (res[c], 1)))
-                self.appearance_planes.append(make(self.appearance_channels, (res[b], res[a])))
+                self.appearance_planes.append(make(self.appearance_channels, self._plane_shape(res, a, b)))
                 self.appearance_lines.append(make(self.appearance_channels, (res[c], 1)))
+
+    def _plane_shape(self, res: tuple[int, int, int], a: int, b: int) -> tuple[int, int]:
+        """(height, width) nodes of the plane over axes (a, b) at level resolution ``res``."""
+        return res[b], res[a]
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -117,8 +128,15 @@ class PlaneLineGrid(nn.Module):
     @property
     def level_resolutions(self) -> list[tuple[int, int, int]]:
         """Grid nodes (x, y, z) of every level."""
-        rx, ry, rz = self.base_resolution
-        return [(rx * s, ry * s, rz * s if self.scale_z else rz) for s in self.scales]
+        return self.resolutions_for(self.base_resolution)
+
+    def resolutions_for(self, base_resolution: Sequence[int]) -> list[tuple[int, int, int]]:
+        """Grid nodes (x, y, z) of every level for a given base resolution."""
+        def scaled(r: int, s: int) -> int:
+            return r * s if self.level_scaling == "nodes" else (r - 1) * s + 1
+
+        rx, ry, rz = (int(r) for r in base_resolution)
+        return [(scaled(rx, s), scaled(ry, s), scaled(rz, s) if self.scale_z else rz) for s in self.scales]
 
     @property
     def density_dim(self) -> int:
@@ -199,7 +217,7 @@ class PlaneLineGrid(nn.Module):
                 i = level * n_comp + j
                 for plist in (self.density_planes, self.appearance_planes):
                     old = plist[i]
-                    new = F.interpolate(old.data, size=(res[b], res[a]), mode="bilinear", align_corners=True)
+                    new = F.interpolate(old.data, size=self._plane_shape(res, a, b), mode="bilinear", align_corners=True)
                     plist[i] = nn.Parameter(new.contiguous(), requires_grad=old.requires_grad)
                 for llist in (self.density_lines, self.appearance_lines):
                     old = llist[i]
@@ -244,6 +262,6 @@ class PlaneLineGrid(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode!r}, base_resolution={self.base_resolution}, scales={self.scales}, "
-            f"scale_z={self.scale_z}, density_channels={self.density_channels}, "
+            f"scale_z={self.scale_z}, level_scaling={self.level_scaling!r}, density_channels={self.density_channels}, "
             f"appearance_channels={self.appearance_channels}"
         )
