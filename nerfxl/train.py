@@ -49,6 +49,9 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError
 from nerfxl.fields.config import FieldConfig, build_radiance_field
+from nerfxl.fields.grid_plane_line import level_resolutions
+from nerfxl.fields.grid_plane_window import PlaneSplit
+from nerfxl.parallel.channel_parallel import ChannelParallelField, check_channel_split
 from nerfxl.parallel.data_parallel import (
     average_gradients,
     check_replicated,
@@ -70,14 +73,17 @@ from nerfxl.parallel.distributed import (
     single_process_context,
 )
 from nerfxl.parallel.partition_based import render_partition_based
+from nerfxl.parallel.plane_parallel import PlaneParallelField, check_plane_split
 from nerfxl.parallel.sample_based import render_sample_based
 from nerfxl.parallel.tiles import check_tiles_per_process, tiles_of_rank
 from nerfxl.partition.plan import TilePlan
+from nerfxl.partition.uniform import grid_shape_for
 from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 Exchange = Literal["partition", "sample"]
 Method = Literal["nerfxl", "ddp", "independent-2d", "independent-3d"]
+Strategy = Literal["tiles", "branch", "plane", "channel"]
 TILE_PLAN_FILE = "tiles.json"
 
 
@@ -201,6 +207,15 @@ class TrainConfig:
     collective_timeout_s: float = DEFAULT_TIMEOUT_S
     """A process waiting longer than this for the others in a collective fails (a dead peer never
     hangs the run)."""
+    strategy: Strategy = "tiles"
+    """How the model is spread over the D processes (with --method nerfxl). tiles: NeRF-XL, K tiles
+    over D processes. The LandMark strategies (docs/landmark.md): branch: a uniform --blocks NXxNY
+    grid of ground blocks, each its own sub-grid, K/D blocks per process, per-sample values exchanged;
+    plane: one ground plane (--partitions 1) cut into --blocks NXxNY sub-planes, one per process;
+    channel: every plane and line of one grid split along its channels over the D processes."""
+    blocks: Optional[str] = None
+    """NXxNY (e.g. 2x2): branch parallel's block grid (sets --partitions) or plane parallel's
+    sub-planes (NX·NY = D); default: laid out as square as possible over the scene."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,11 +228,74 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_processes(config: TrainConfig, world_size: int) -> None:
-    """--partitions and --devices suit --method (a one-line ConfigError otherwise)."""
+    """--partitions, --devices and --blocks suit --method and --strategy (a one-line ConfigError
+    otherwise); call it on a config that went through :func:`resolve_strategy`."""
+    if config.strategy != "tiles" and config.method != "nerfxl":
+        raise ConfigError(f"--strategy {config.strategy} spreads one jointly trained model; it needs --method nerfxl, "
+                          f"not {config.method}")
     if config.method == "ddp":
         check_replicated(config.partitions, world_size)
+    elif config.strategy == "branch":
+        check_tiles_per_process(config.partitions, world_size, tiles=f"the {config.partitions} branch blocks")
+    elif config.strategy in ("plane", "channel"):
+        if config.partitions != 1:
+            raise ConfigError(f"--strategy {config.strategy} splits one model (--partitions 1), got --partitions "
+                              f"{config.partitions}; for several blocks use --strategy branch")
+        g = config.field.grid
+        if g.type != "plane-line":
+            raise ConfigError(f"--strategy {config.strategy} splits a plane-line grid, not a {g.type} grid")
+        if config.strategy == "channel":
+            check_channel_split(g.density_channels, g.appearance_channels, world_size)
+        else:
+            if g.mode != "ground":
+                raise ConfigError("--strategy plane cuts one ground plane: use --field.grid.mode ground "
+                                  "(e.g. --field-preset ground-plane)")
+            split = PlaneSplit.parse(config.blocks)
+            check_plane_split(split, world_size)
+            for base in [g.base_resolution, *upsample_resolutions(config)]:
+                split.check_resolutions(level_resolutions(base, g.scales, g.scale_z, g.level_scaling))
     else:
         check_tiles_per_process(config.partitions, world_size)
+
+
+def resolve_strategy(config: TrainConfig, world_size: int, scene_box: Tensor | None = None) -> TrainConfig:
+    """Fill in what --strategy implies: branch = --blocks uniform blocks (K = NX·NY, sample exchange);
+    plane = a --blocks split with one sub-plane per process (default from D and the scene's shape)."""
+    if config.strategy == "branch":
+        if config.blocks is None:
+            if config.partitions == 1:
+                raise ConfigError("--strategy branch needs --blocks NXxNY (or --partitions K)")
+            if scene_box is None:
+                return config
+            nx, ny, _ = grid_shape_for(config.partitions, scene_box)
+            config = dataclasses.replace(config, blocks=f"{nx}x{ny}")
+        split = PlaneSplit.parse(config.blocks)
+        if config.partitions not in (1, split.parts):
+            raise ConfigError(f"--blocks {split} makes {split.parts} blocks but --partitions is {config.partitions}")
+        return dataclasses.replace(config, partitions=split.parts, partition_method="uniform", exchange="sample",
+                                   blocks=str(split))
+    if config.strategy == "plane" and config.blocks is None:
+        if scene_box is None:
+            return config
+        nx, ny, _ = grid_shape_for(world_size, scene_box)
+        return dataclasses.replace(config, blocks=f"{nx}x{ny}")
+    if config.strategy == "plane":
+        return dataclasses.replace(config, blocks=str(PlaneSplit.parse(config.blocks)))
+    if config.blocks is not None:
+        raise ConfigError(f"--blocks is for --strategy branch or plane, not {config.strategy}")
+    return config
+
+
+def upsample_resolutions(config: TrainConfig) -> list[tuple[int, ...]]:
+    """The base resolutions the grid grows to at --grid-upsample-steps, in order (geometric growth in
+    voxel count from the starting to the final resolution)."""
+    c = config
+    if not c.grid_upsample_steps or not any(c.grid_final_resolution):
+        return []
+    n = len(c.grid_upsample_steps)
+    start = c.field.grid.base_resolution
+    return [tuple(int(round(s * (f / s) ** (i / n))) for s, f in zip(start, c.grid_final_resolution))
+            for i in range(1, n + 1)]
 
 
 def resolve_data_path(config: TrainConfig) -> Path:
@@ -276,7 +354,6 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else single_process_context(resolve_device(config.device))
         self.device = self.ctx.device
-        check_processes(config, self.ctx.world_size)
         self.data_parallel = config.method == "ddp"
         if train_data is None:
             train_data = load_split(config, "train")
@@ -286,6 +363,8 @@ class Trainer:
                 test_data = None  # a dataset without a test split still trains; eval says so
         self.train_data = train_data
         self.test_data = test_data
+        config = self.config = resolve_strategy(config, self.ctx.world_size, train_data.scene_box)
+        check_processes(config, self.ctx.world_size)
         self.transform = SceneTransform.fit_box(train_data.scene_box)
         self.scene_box = self.transform.box(train_data.scene_box.double()).float()
         self.train_cameras = self.transform.cameras(train_data.cameras).to(self.device)
@@ -293,10 +372,13 @@ class Trainer:
 
         self.plan = self._tile_plan()
         tile_boxes = self.transform.box(self.plan.boxes).float()
-        # ddp: every process holds the one tile (the whole model).
-        self.tile_ids = [0] if self.data_parallel else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank)
+        # ddp: every process holds the one tile (the whole model); plane/channel: its part of it.
+        joint = config.strategy in ("plane", "channel")
+        self.tile_ids = ([0] if self.data_parallel or joint
+                         else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank))
         field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
                                             seed=config.seed)
+        field_module = split_field(field_module, config, self.ctx)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
         # The seeded build already makes them equal; the broadcast makes it a guarantee (nerf-xl.md §5).
         # ddp replicates the whole model, tiles included.
@@ -329,7 +411,11 @@ class Trainer:
             else:
                 from nerfxl.partition.plan import plan_tiles
 
-                plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed)
+                shape = None
+                if c.strategy == "branch":
+                    split = PlaneSplit.parse(c.blocks)
+                    shape = (split.nx, split.ny, 1)
+                plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed, grid_shape=shape)
             text = json.dumps(plan.to_dict()).encode()
         text = broadcast_bytes(text, self.ctx)
         return TilePlan.from_dict(json.loads(text))
@@ -356,11 +442,7 @@ class Trainer:
         c = self.config
         if step not in c.grid_upsample_steps or not any(c.grid_final_resolution):
             return
-        i = sorted(c.grid_upsample_steps).index(step) + 1
-        n = len(c.grid_upsample_steps)
-        start = c.field.grid.base_resolution
-        # Geometric growth in voxel count from the starting to the final resolution.
-        res = tuple(int(round(s * (f / s) ** (i / n))) for s, f in zip(start, c.grid_final_resolution))
+        res = upsample_resolutions(c)[sorted(c.grid_upsample_steps).index(step)]
         for tile in self.renderer.field.tiles:
             if hasattr(tile.grid, "resize"):
                 tile.grid.resize(res)
@@ -382,7 +464,7 @@ class Trainer:
     def render(self, rays: RayBundle, stratified: bool, generators, background: Tensor | None) -> RenderedRays:
         """Render identical rays on every process through the configured exchange (ddp: this
         process's own rays through its whole model)."""
-        if self.data_parallel:
+        if self.data_parallel or self.renderer.field.joint_evaluation:
             return self.renderer(rays, stratified, generators, background)
         strategy = render_sample_based if self.config.exchange == "sample" else render_partition_based
         return strategy(self.renderer, rays, self.ctx, stratified=stratified, generators=generators, background=background)
@@ -394,7 +476,8 @@ class Trainer:
         all-reduce of shared gradients would count the sky/appearance gradient D times. (ddp: each
         process has its own rays, and gradients are averaged: differentiable everywhere.)
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.ctx.is_main or self.data_parallel)):
+        everywhere = self.data_parallel or self.config.strategy == "channel"  # see channel_parallel.py
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.ctx.is_main or everywhere)):
             return self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=generator)
 
     def training_loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
@@ -455,8 +538,11 @@ class Trainer:
         # One small gather per step: samples and regulariser of every process (load balance, true loss).
         local = torch.tensor([[float(out.n_samples), float(regulariser.detach())]], dtype=torch.float64, device=self.device)
         per_rank = all_gather_tensor(local, self.ctx).cpu()
-        stats["samples"] = float(per_rank[:, 0].sum())
-        stats["samples_max_rank"] = float(per_rank[:, 0].max())
+        if self.renderer.field.joint_evaluation:  # every process marched every sample
+            stats["samples"] = stats["samples_max_rank"] = float(per_rank[0, 0])
+        else:
+            stats["samples"] = float(per_rank[:, 0].sum())
+            stats["samples_max_rank"] = float(per_rank[:, 0].max())
         stats["loss"] = float(loss.detach()) + float(per_rank[:, 1].sum())
         return loss + regulariser, stats
 
@@ -488,6 +574,8 @@ class Trainer:
         loss.backward()
         if self.data_parallel:
             average_gradients(self.renderer.field, self.ctx)
+        elif self.renderer.field.joint_evaluation:
+            self.renderer.field.sync_gradients()
         else:
             all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
         self.optimizer.step()
@@ -515,8 +603,13 @@ class Trainer:
             tensors = dict(tile.state_dict())
             tensors.update({f"occupancy.{n}": v for n, v in self.renderer.occupancy_grid(k).state_dict().items()})
             tensors.update(optimizer_state_tensors(self.optimizer, tile.named_parameters()))
-            shards[tile_shard_name(k)] = tensors
+            shards[self.shard_names[k]] = tensors
         return shards
+
+    @property
+    def shard_names(self) -> dict[int, str]:
+        """Held tile k → the name of the checkpoint shard this process writes for it."""
+        return {k: tile_shard_name(k, self.config.strategy, self.ctx.rank) for k in self.tile_ids}
 
     def save(self) -> Path:
         """Checkpoint the current step (every process must call it at the same step)."""
@@ -528,28 +621,61 @@ class Trainer:
             "scene_transform": self.transform.to_dict(),
             "n_train_images": len(self.train_data),
             "trained_on_processes": self.ctx.world_size,
+            "strategy": strategy_state(self.config, self.ctx.world_size),
         }
         return save_checkpoint(self.run_dir, self.step, self.checkpoint_shards(), state, keep=self.config.keep_checkpoints,
                                ctx=self.ctx)
 
     def load(self, path: Path, with_optimizer: bool = True) -> None:
         """Restore this process's tiles and the shared modules (any D that divides K can load)."""
-        shards, state = load_checkpoint(path, shard_names=["shared", *[tile_shard_name(k) for k in self.tile_ids]])
+        _, state = load_checkpoint(path, shard_names=[], verify=False)
+        check_same_split(state, self.config, self.ctx.world_size, path)
+        shards, state = load_checkpoint(path, shard_names=["shared", *self.shard_names.values()])
         check_tile_plan(self.renderer, state, path)
-        load_field_state(self.renderer, shards, state, path)
+        load_field_state(self.renderer, shards, state, path, self.shard_names)
         self.optimizer = self._build_optimizer()
         if with_optimizer:
             field_module = self.renderer.field
             load_optimizer_state_tensors(self.optimizer, self._named_shared_parameters(), shards["shared"],
                                          f"{path}/shared.safetensors")
-            for k in self.tile_ids:
+            for k, name in self.shard_names.items():
                 load_optimizer_state_tensors(self.optimizer, field_module.tile(k).named_parameters(),
-                                             shards[tile_shard_name(k)], f"{path}/{tile_shard_name(k)}.safetensors")
+                                             shards[name], f"{path}/{name}.safetensors")
         self.step = int(state["step"])
 
 
-def tile_shard_name(k: int) -> str:
+def tile_shard_name(k: int, strategy: Strategy = "tiles", rank: int = 0) -> str:
+    """Checkpoint shard of tile k; with plane/channel parallel, of process ``rank``'s part of it."""
+    if strategy == "plane":
+        return f"tile-{int(k):03d}-window-{int(rank):03d}"
+    if strategy == "channel":
+        return f"tile-{int(k):03d}-channels-{int(rank):03d}"
     return f"tile-{int(k):03d}"
+
+
+def split_field(field_module, config: TrainConfig, ctx: DistContext):
+    """The freshly built (whole) field as this process holds it under --strategy plane / channel."""
+    if config.strategy == "plane":
+        return PlaneParallelField(field_module, PlaneSplit.parse(config.blocks), ctx)
+    if config.strategy == "channel":
+        return ChannelParallelField(field_module, ctx)
+    return field_module
+
+
+def strategy_state(config: TrainConfig, world_size: int) -> dict:
+    """How a checkpoint's tiles are cut into shards (state.json's ``strategy``)."""
+    parts = world_size if config.strategy in ("plane", "channel") else 1
+    return {"name": config.strategy, "parts": parts, "blocks": config.blocks}
+
+
+def check_same_split(state: dict, config: TrainConfig, world_size: int, path: Path) -> None:
+    """Resuming needs the checkpoint's parts to be this job's (one-line CheckpointError otherwise)."""
+    saved = state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
+    mine = strategy_state(config, world_size)
+    if (saved["name"], saved["parts"], saved.get("blocks")) != (mine["name"], mine["parts"], mine["blocks"]):
+        how = f"{saved['name']} parallel in {saved['parts']} parts" + (f" (--blocks {saved['blocks']})" if saved.get("blocks") else "")
+        raise CheckpointError(f"{path}: saved by {how}; this job would hold {mine['parts']} part(s) "
+                              f"({mine['name']}): resume it on {saved['parts']} processes, or `nerfxl merge` it first")
 
 
 def check_tile_plan(renderer: TiledRenderer, state: dict, path: Path) -> None:
@@ -565,11 +691,13 @@ def check_tile_plan(renderer: TiledRenderer, state: dict, path: Path) -> None:
                               f"{saved[bad].tolist()} there, {mine[bad].tolist()} here)")
 
 
-def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: Path) -> None:
-    """Load the held tiles' shards and the shared shard into ``renderer``, explaining any mismatch in one line."""
+def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: Path,
+                     shard_names: dict[int, str] | None = None) -> None:
+    """Load the held tiles' shards and the shared shard into ``renderer``, explaining any mismatch in one
+    line. ``shard_names``: held tile k → its shard (default ``tile-k``)."""
     field_module = renderer.field
     for k in renderer.tile_ids:
-        name = tile_shard_name(k)
+        name = tile_shard_name(k) if shard_names is None else shard_names[k]
         if name not in shards:
             raise CheckpointError(f"{path}: no {name}.safetensors")
         tile = field_module.tile(k)
@@ -655,7 +783,9 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
         if config.devices not in (1, world):
             raise ConfigError(f"--devices {config.devices} but the launcher started {world} processes (WORLD_SIZE)")
         config = dataclasses.replace(config, devices=world)
-    check_processes(config, config.devices)
+    config = resolve_strategy(config, config.devices)
+    if config.strategy != "plane" or config.blocks is not None:
+        check_processes(config, config.devices)  # plane without --blocks: checked once the scene is known
     if config.tile_plan is not None and not Path(config.tile_plan).is_file():
         raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
     if not resume and not external:
@@ -695,7 +825,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)
-        save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
+        save_config_yaml(run_dir / "config.yaml", dataclasses.replace(trainer.config, resume=None))
         if trainer.plan.k > 1 and not (run_dir / TILE_PLAN_FILE).is_file():
             trainer.plan.save(run_dir / TILE_PLAN_FILE)
 

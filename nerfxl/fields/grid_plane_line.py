@@ -39,6 +39,16 @@ def _sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
     return out.view(plane.shape[1], -1)
 
 
+def level_resolutions(base_resolution: Sequence[int], scales: Sequence[int], scale_z: bool = True,
+                      level_scaling: Literal["nodes", "cells"] = "nodes") -> list[tuple[int, int, int]]:
+    """Grid nodes (x, y, z) of every level (see :class:`PlaneLineGrid`'s ``level_scaling``)."""
+    def scaled(r: int, s: int) -> int:
+        return r * s if level_scaling == "nodes" else (r - 1) * s + 1
+
+    rx, ry, rz = (int(r) for r in base_resolution)
+    return [(scaled(rx, s), scaled(ry, s), scaled(rz, s) if scale_z else rz) for s in scales]
+
+
 def _tv(t: Tensor, dims: Sequence[int]) -> Tensor:
     """Mean squared difference of neighbouring entries along each of ``dims`` (summed)."""
     total = t.new_zeros(())
@@ -132,11 +142,7 @@ class PlaneLineGrid(nn.Module):
 
     def resolutions_for(self, base_resolution: Sequence[int]) -> list[tuple[int, int, int]]:
         """Grid nodes (x, y, z) of every level for a given base resolution."""
-        def scaled(r: int, s: int) -> int:
-            return r * s if self.level_scaling == "nodes" else (r - 1) * s + 1
-
-        rx, ry, rz = (int(r) for r in base_resolution)
-        return [(scaled(rx, s), scaled(ry, s), scaled(rz, s) if self.scale_z else rz) for s in self.scales]
+        return level_resolutions(base_resolution, self.scales, self.scale_z, self.level_scaling)
 
     @property
     def density_dim(self) -> int:

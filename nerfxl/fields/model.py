@@ -46,6 +46,11 @@ class RadianceField(nn.Module):
     Attributes: ``tiles`` (``nn.ModuleList``), ``decoder``, ``appearance``, ``pose``, ``background``.
     """
 
+    joint_evaluation = False
+    """True for fields whose every tile is split over processes that evaluate each sample together
+    (LandMark's plane and channel parallel): every process then renders every ray, and the field's own
+    collectives combine the parts. False: each process renders the tiles it holds (NeRF-XL)."""
+
     def __init__(
         self,
         tiles: Sequence[TileField],

@@ -15,7 +15,7 @@ Rules kept by every function here:
   including a process that has nothing to contribute (a tile no ray hit): it passes zeros / zero rows.
 - Each collective adds the bytes this process hands to it (its payload, padding included) to
   ``ctx.bytes_sent`` and to ``ctx.stats[name]`` so benchmarks can report bytes exchanged per step.
-  Backward passes communicate nothing, so they count nothing.
+  Backward passes communicate nothing (except :func:`sum_gradient_over_processes`, which counts its bytes).
 
 We write our own autograd wrappers rather than use ``torch.distributed.nn.functional`` (deprecated in
 torch 2.13) — and its ``all_gather`` would be wrong here anyway: its backward reduce-scatters (sums) the
@@ -358,6 +358,38 @@ def all_gather_blocks(own: Tensor, ctx: DistContext) -> Tensor:
     return _GatherBlocks.apply(own, ctx)
 
 
+class _SumGradient(torch.autograd.Function):
+    """Forward: identity; backward: SUM of the incoming gradient over processes."""
+
+    @staticmethod
+    def forward(fctx, t: Tensor, dctx: DistContext) -> Tensor:
+        fctx.dctx = dctx
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(fctx, grad: Tensor):
+        dctx = fctx.dctx
+        grad = grad.contiguous().clone()
+        dctx.record("sum_gradient_over_processes", _nbytes(grad))
+        if grad.numel():
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=dctx.group)
+        return grad, None
+
+
+def sum_gradient_over_processes(t: Tensor, ctx: DistContext) -> Tensor:
+    """``t`` unchanged, but its gradient in backward is the SUM over processes of each one's.
+
+    For a replicated tensor that each process feeds into its own *part* of a computation (channel
+    parallel: the same sample positions into each process's channel slice): every process then gets
+    the whole gradient of the tensor, and so does everything upstream of it (pose corrections). The only
+    collective of nerfxl inside a backward pass; every process must run the same backward. A tensor
+    that needs no gradient is returned as it is (nothing to exchange).
+    """
+    if ctx.world_size == 1 or not t.requires_grad:
+        return t
+    return _SumGradient.apply(t, ctx)
+
+
 def all_gather_tensor(t: Tensor, ctx: DistContext, return_counts: bool = False):
     """All-gather tensors whose first dimension differs per process, without autograd.
 
@@ -592,6 +624,22 @@ def broadcast_parameters(params_or_buffers: TensorsOrModule, ctx: DistContext, s
         for t in as_sent:
             t.copy_(flat[offset: offset + t.numel()].view(t.shape))
             offset += t.numel()
+
+
+def all_reduce_tensor(t: Tensor, ctx: DistContext, name: str = "all_reduce_tensor") -> Tensor:
+    """SUM of ``t`` over processes, no autograd (a new tensor; ``t`` itself is left alone).
+
+    For buffers every process fills in the same layout, each with its own share (e.g. the border rows of
+    plane-parallel sub-planes, which several processes hold copies of).
+    """
+    out = t.detach().clone()
+    if ctx.world_size == 1:
+        ctx.record(name, 0)
+        return out
+    ctx.record(name, _nbytes(out))
+    if out.numel():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.group)
+    return out
 
 
 def barrier(ctx: DistContext) -> None:
