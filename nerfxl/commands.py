@@ -1,4 +1,4 @@
-"""Training-side CLI commands: train, eval, render, demo (registered into ``nerfxl.cli``)."""
+"""Training-side CLI commands: train, eval, render, demo, merge, split (registered into ``nerfxl.cli``)."""
 
 from __future__ import annotations
 
@@ -200,4 +200,38 @@ class Demo:
         ]))
 
 
-TRAINING_COMMANDS: dict[str, object] = {"eval": Eval, "render": Render, "demo": Demo}
+@dataclass
+class Merge:
+    """Join a plane- or channel-parallel run's parts (sub-planes, channel slices) into one model: a new run
+    folder that renders, evaluates and resumes on one process. Exact (shared borders must agree)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The plane- or channel-parallel run folder (left untouched)."""
+    output: Optional[Path] = None
+    """The new run folder (default: RUN_DIR-merged beside it)."""
+
+    def main(self) -> None:
+        from nerfxl.merge import merge_run
+
+        print(f"merged run: {merge_run(self.run_dir, self.output)}")
+
+
+@dataclass
+class Split:
+    """Cut a single ground-plane model into NX × NY sub-planes: a new plane-parallel run folder that
+    trains on (or renders with) NX·NY processes. Exact: merging it gives the model back."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """A single-tile ground-plane run folder (left untouched)."""
+    blocks: str
+    """NXxNY sub-planes, e.g. 2x2; every level's (nodes − 1) must divide by NX along x and NY along y."""
+    output: Optional[Path] = None
+    """The new run folder (default: RUN_DIR-split-NXxNY beside it)."""
+
+    def main(self) -> None:
+        from nerfxl.merge import split_run
+
+        print(f"split run: {split_run(self.run_dir, self.blocks, self.output)}")
+
+
+TRAINING_COMMANDS: dict[str, object] = {"eval": Eval, "render": Render, "demo": Demo, "merge": Merge, "split": Split}

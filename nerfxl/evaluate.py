@@ -143,8 +143,10 @@ def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device
         raise ConfigError(f"--devices {devices} but the launcher started {world} processes (WORLD_SIZE)")
     from nerfxl.trained import run_checkpoint
 
-    n_tiles = int(run_checkpoint(run_dir)[2]["n_tiles"])
-    check_tiles_per_process(n_tiles, world, tiles=f"the run's {n_tiles} tiles")
+    state = run_checkpoint(run_dir)[2]
+    n_tiles = int(state["n_tiles"])
+    if state.get("strategy", {}).get("name") not in ("plane", "channel"):  # those split within the tile
+        check_tiles_per_process(n_tiles, world, tiles=f"the run's {n_tiles} tiles")
     return launch(fn, None if external else devices, args=args, device=device).get(0)
 
 

@@ -248,8 +248,7 @@ def check_processes(config: TrainConfig, world_size: int) -> None:
             check_channel_split(g.density_channels, g.appearance_channels, world_size)
         else:
             if g.mode != "ground":
-                raise ConfigError("--strategy plane cuts one ground plane: use --field.grid.mode ground "
-                                  "(e.g. --field-preset ground-plane)")
+                raise ConfigError("--strategy plane cuts one ground plane: use --field.grid.mode ground")
             split = PlaneSplit.parse(config.blocks)
             check_plane_split(split, world_size)
             for base in [g.base_resolution, *upsample_resolutions(config)]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,16 @@ from nerfxl.fields.config import build_radiance_field
 from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.renderer import TiledRenderer
-from nerfxl.train import TrainConfig, load_field_state, load_run_config, resolve_device, tile_shard_name
+from nerfxl.train import (
+    TrainConfig,
+    check_processes,
+    load_field_state,
+    load_run_config,
+    resolve_device,
+    resolve_strategy,
+    split_field,
+    tile_shard_name,
+)
 
 
 @dataclass
@@ -56,6 +66,12 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     a baseline's grid contraction, whose tensors the checkpoint holds)."""
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
+    strategy = state.get("strategy", {"name": "tiles"})
+    if strategy["name"] in ("plane", "channel"):
+        renderer = _load_parts(config, ckpt, state, strategy, ctx)
+        renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
+        return TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
+                          int(state["step"]), ckpt)
     tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
     shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
@@ -67,3 +83,31 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     load_field_state(renderer, shards, state, ckpt)
     renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
     return TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)
+
+
+def _load_parts(config: TrainConfig, ckpt: Path, state: dict, strategy: dict, ctx: DistContext | None) -> TiledRenderer:
+    """A plane- or channel-parallel run's renderer: on as many processes as it was trained on, each
+    reads its own part; on any other number, every process reads all parts, merges them (exact) and,
+    with several processes, cuts the model again for this group (plane: the default layout for D)."""
+    from nerfxl.merge import read_merged_tile
+
+    world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
+    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
+    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])
+    if world == int(strategy["parts"]):
+        field_module = split_field(field_module, dataclasses.replace(config, blocks=strategy.get("blocks")), ctx)
+        name = tile_shard_name(0, strategy["name"], rank)
+        shards, state = load_checkpoint(ckpt, shard_names=["shared", name])
+        renderer = TiledRenderer(field_module, scene_box, config.render)
+        load_field_state(renderer, shards, state, ckpt, {0: name})
+        return renderer
+    shards, state = load_checkpoint(ckpt, shard_names=["shared"])
+    shards[tile_shard_name(0)] = read_merged_tile(ckpt, strategy)
+    renderer = TiledRenderer(field_module, scene_box, config.render)
+    load_field_state(renderer, shards, state, ckpt)
+    if world > 1:
+        regrouped = resolve_strategy(dataclasses.replace(config, blocks=None), world, scene_box)
+        check_processes(regrouped, world)
+        renderer.field = split_field(renderer.field, regrouped, ctx)
+    return renderer

@@ -235,14 +235,16 @@ class WindowedPlaneGrid(PlaneLineGrid):
         return f"window {self.index} of {self.split}, " + super().extra_repr()
 
 
-def is_plane_key(name: str) -> bool:
-    """Whether a grid state-dict entry (or an optimizer moment of one) is a plane."""
-    return "density_planes." in name or "appearance_planes." in name
+def is_plane_tensor(name: str, t: Tensor) -> bool:
+    """Whether a grid state-dict entry (or an optimizer moment of one) is a plane [1, C, H, W] (an
+    optimizer's step counter of a plane is not)."""
+    return ("density_planes." in name or "appearance_planes." in name) and t.dim() == 4
 
 
 def split_grid_state(state: dict[str, Tensor], split: PlaneSplit, index: int) -> dict[str, Tensor]:
     """A full ground grid's tensors (state dict, optimizer moments alike) → region ``index``'s."""
-    return {name: split.slice_plane(t, index).clone() if is_plane_key(name) else t.clone() for name, t in state.items()}
+    return {name: split.slice_plane(t, index).clone() if is_plane_tensor(name, t) else t.clone()
+            for name, t in state.items()}
 
 
 def merge_grid_states(states: Sequence[dict[str, Tensor]], split: PlaneSplit, where: str = "windows") -> dict[str, Tensor]:
@@ -256,7 +258,7 @@ def merge_grid_states(states: Sequence[dict[str, Tensor]], split: PlaneSplit, wh
     merged = {}
     for name in names:
         pieces = [s[name] for s in states]
-        if is_plane_key(name):
+        if is_plane_tensor(name, pieces[0]):
             merged[name] = split.stitch_planes(pieces, where=f"{where} ({name})")
         else:
             for index, piece in enumerate(pieces[1:], start=1):

@@ -39,16 +39,18 @@ def check_channel_split(density_channels: int, appearance_channels: int, parts: 
                               f"of {parts}; use --devices in {fits} or change --field.grid.{what}-channels")
 
 
-def is_grid_feature_key(name: str) -> bool:
-    """Whether a grid tensor name (or an optimizer moment of one) is a plane or line (split by channel)."""
-    return any(f"{kind}_{part}." in name for kind in ("density", "appearance") for part in ("planes", "lines"))
+def is_channel_tensor(name: str, t: Tensor) -> bool:
+    """Whether a grid tensor (or an optimizer moment of one) is a plane or line, split by channel (an
+    optimizer's step counter is not)."""
+    return t.dim() == 4 and any(f"{kind}_{part}." in name for kind in ("density", "appearance")
+                                for part in ("planes", "lines"))
 
 
 def split_channel_state(state: dict[str, Tensor], parts: int, index: int) -> dict[str, Tensor]:
     """A grid's tensors (state dict or optimizer moments) → slice ``index`` of ``parts`` along channels."""
     out = {}
     for name, t in state.items():
-        if is_grid_feature_key(name):
+        if is_channel_tensor(name, t):
             c = t.shape[1] // parts
             out[name] = t[:, index * c: (index + 1) * c].clone()
         else:
@@ -65,7 +67,7 @@ def merge_channel_states(states: Sequence[dict[str, Tensor]], where: str = "chan
     merged = {}
     for name in names:
         pieces = [s[name] for s in states]
-        if is_grid_feature_key(name):
+        if is_channel_tensor(name, pieces[0]):
             merged[name] = torch.cat(pieces, dim=1)
         else:
             for index, piece in enumerate(pieces[1:], start=1):

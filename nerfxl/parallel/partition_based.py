@@ -62,6 +62,9 @@ def render_to_main(renderer: TiledRenderer, rays: RayBundle, ctx: DistContext,
     Returns:
         On rank 0 the rendered rays (``n_samples``: rank 0's own); None elsewhere.
     """
+    if renderer.field.joint_evaluation:  # plane/channel parallel: every process renders every ray together
+        out = renderer(rays, background=background)
+        return out if ctx.is_main else None
     check_ownership(renderer, ctx)
     own, n_samples = renderer.render_local_tiles(rays)
     blocks = gather_to_main(own, ctx)

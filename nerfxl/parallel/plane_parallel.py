@@ -49,8 +49,7 @@ class PlaneParallelField(RadianceField):
         check_plane_split(split, ctx.world_size)
         grid = field.tiles[0].grid
         if field.n_tiles != 1 or not isinstance(grid, PlaneLineGrid) or grid.mode != "ground":
-            raise ConfigError("plane parallel cuts one ground plane: use --partitions 1 and a ground-plane field "
-                              "(--field.grid.mode ground, e.g. the ground-plane field preset)")
+            raise ConfigError("plane parallel cuts one ground plane: use --partitions 1 and --field.grid.mode ground")
         tile = field.tiles[0]
         window = WindowedPlaneGrid.from_full(grid, split, ctx.rank)
         super().__init__([TileField(tile.box, window, tile.density_head, tile.feature_head)], field.decoder,
