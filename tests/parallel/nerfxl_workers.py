@@ -114,12 +114,13 @@ def _sub_context(ctx: DistContext, ranks: list[int], group) -> DistContext:
                        owns_group=False)
 
 
-def run_jobs(ctx: DistContext, jobs: list[dict]) -> dict:
+def run_jobs(ctx: DistContext, jobs: list[dict], record=None) -> dict:
     """Every rank: run ``jobs`` in order, each on the ranks it names (default: all of them).
 
     Args:
         jobs: dicts with "name", "config", "run_dir", "steps", optional "grad_steps" and "ranks"
             (global ranks 0..n-1 of a sub-group; rank 0 must be one, as broadcasts use src 0).
+        record: ``record(sub_ctx, job) -> result`` instead of :func:`train_and_record`.
     Returns:
         {job name: :func:`train_and_record`'s result} for the jobs this rank took part in.
     """
@@ -136,6 +137,9 @@ def run_jobs(ctx: DistContext, jobs: list[dict]) -> dict:
         if ctx.rank not in ranks:
             continue
         sub = ctx if ranks == everyone else _sub_context(ctx, ranks, groups[tuple(ranks)])
-        results[job["name"]] = train_and_record(sub, job["config"], job["run_dir"], job["steps"],
-                                                job.get("grad_steps", ()))
+        if record is not None:
+            results[job["name"]] = record(sub, job)
+        else:
+            results[job["name"]] = train_and_record(sub, job["config"], job["run_dir"], job["steps"],
+                                                    job.get("grad_steps", ()))
     return results

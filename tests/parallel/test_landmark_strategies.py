@@ -1,0 +1,137 @@
+"""LandMark's plane and channel parallel on D gloo processes train exactly the one-process model.
+
+The reference is an ordinary one-tile ground-plane model trained in this process (strategy "tiles",
+D = 1). Plane parallel on 2 (2x1) and 4 (2x2) processes and channel parallel on 2 and 4 must follow its
+loss trajectory, end with its parameters once the parts are merged (sub-planes stitched, channels
+concatenated), and see its gradients at steps 0, 3 and 7 — with pose corrections, an appearance
+embedding, total variation and density L1 switched on, so every kind of parameter and every gradient
+path is exercised (positions → pose, shared borders, replicated lines and heads, per-slice regularisers).
+
+Negative control: plane parallel without the border-gradient sum trains each copy of a shared border on
+its own, and the merge then finds the copies disagree.
+
+Tolerances (float32; seen: losses ≤ 2e-10 relative, parameters ≤ 1e-7): losses 1e-6 relative,
+parameters 1e-5 absolute, gradients 1e-4 of the largest reference value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import landmark_workers as W
+import pytest
+import torch
+
+from nerfxl.errors import ConfigError
+from nerfxl.fields.config import GridConfig
+from nerfxl.fields.grid_plane_window import PlaneSplit, merge_grid_states
+from nerfxl.parallel.channel_parallel import merge_channel_states
+from nerfxl.parallel.launch import launch
+from nerfxl.presets import TRAIN_PRESETS
+from nerfxl.train import TrainConfig
+
+STEPS = 8
+GRAD_STEPS = (0, 3, 7)
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "TORCHELASTIC_RUN_ID")
+
+
+def landmark_config(data: Path, output: Path, strategy: str, devices: int, blocks: str | None = None) -> TrainConfig:
+    base = TRAIN_PRESETS["tiny"][1]
+    # (9 − 1) and (17 − 1) split by 2 along x and y; 4 density and 8 appearance channels split by 4.
+    grid = GridConfig(mode="ground", base_resolution=(9, 9, 5), scales=(1, 2), level_scaling="cells",
+                      density_channels=4, appearance_channels=8)
+    return dataclasses.replace(
+        base, data=data, output=output, progress=False, device="cpu", downscale=2.0, batch_rays=256,
+        strategy=strategy, devices=devices, blocks=blocks,
+        field=dataclasses.replace(base.field, grid=grid, density_shift=1.0, appearance_embedding_dim=4,
+                                  pose_correction=True),
+        render=dataclasses.replace(base.render, occupancy_update_every=4, occupancy_warmup_steps=4, prune_alpha_after=2),
+        loss=dataclasses.replace(base.loss, total_variation=1e-4, density_l1=1e-4),
+    )
+
+
+JOBS = {  # name: (strategy, D, blocks, broken)
+    "plane_2x2": ("plane", 4, "2x2", None),
+    "channel_4": ("channel", 4, None, None),
+    "plane_2x1": ("plane", 2, "2x1", None),
+    "channel_2": ("channel", 2, None, None),
+    "plane_2x2_no_border_sync": ("plane", 4, "2x2", "no-border-sync"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_city, tmp_path_factory) -> dict[str, list[dict]]:
+    out = tmp_path_factory.mktemp("landmark-training")
+    jobs = []
+    for name, (strategy, d, blocks, broken) in JOBS.items():
+        jobs.append({"name": name, "config": landmark_config(tiny_city, out / "output", strategy, d, blocks),
+                     "run_dir": str(out / name), "steps": STEPS, "grad_steps": GRAD_STEPS, "ranks": list(range(d)),
+                     "broken": broken})
+    with pytest.MonkeyPatch.context() as mp:
+        for name in LAUNCHER_ENV:
+            mp.delenv(name, raising=False)
+        per_rank = launch(W.run_jobs, 4, args=(jobs,), device="cpu", timeout_s=120, max_runtime_s=400)
+    results = {name: [per_rank[r][name] for r in range(JOBS[name][1])] for name in JOBS}
+    results["reference"] = [W.train_here({"config": landmark_config(tiny_city, out / "output", "tiles", 1),
+                                          "run_dir": str(out / "reference"), "steps": STEPS,
+                                          "grad_steps": GRAD_STEPS})]
+    return results
+
+
+def merged(ranks: list[dict], strategy: str, blocks: str | None, key: str = "tile", step: int | None = None) -> dict:
+    parts = [r[key] if step is None else r[key][step] for r in ranks]
+    if strategy == "plane":
+        return merge_grid_states(parts, PlaneSplit.parse(blocks), "test")
+    return merge_channel_states(parts, "test")
+
+
+@pytest.mark.parametrize("name", ["plane_2x2", "plane_2x1", "channel_4", "channel_2"])
+def test_strategy_trains_exactly_the_one_process_model(runs, name):
+    strategy, d, blocks, _ = JOBS[name]
+    ranks, ref = runs[name], runs["reference"][0]
+    for r in ranks:
+        torch.testing.assert_close(torch.tensor(r["losses"], dtype=torch.float64),
+                                   torch.tensor(ref["losses"], dtype=torch.float64), rtol=1e-6, atol=0,
+                                   msg=lambda m: f"{name} rank {r['rank']} losses: {m}")
+    tile = merged(ranks, strategy, blocks)
+    assert sorted(tile) == sorted(ref["tile"])
+    for n, want in ref["tile"].items():
+        torch.testing.assert_close(tile[n], want, rtol=0, atol=1e-5, msg=lambda m: f"{name} tile {n}: {m}")
+    for r in ranks:
+        for n, want in ref["shared"].items():
+            torch.testing.assert_close(r["shared"][n], want, rtol=0, atol=1e-5,
+                                       msg=lambda m: f"{name} rank {r['rank']} {n}: {m}")
+
+
+@pytest.mark.parametrize("name", ["plane_2x2", "plane_2x1", "channel_4", "channel_2"])
+def test_strategy_gradients_are_the_one_process_gradients(runs, name):
+    """Adam hides a gradient off by a constant factor from the parameters: compare gradients directly."""
+    strategy, _, blocks, _ = JOBS[name]
+    ranks, ref = runs[name], runs["reference"][0]
+    for step in GRAD_STEPS:
+        grads = merged(ranks, strategy, blocks, key="grads", step=step)
+        for n, want in ref["grads"][step].items():
+            scale = float(want.abs().max())
+            torch.testing.assert_close(grads[n], want, rtol=0, atol=1e-4 * max(scale, 1e-12),
+                                       msg=lambda m: f"{name} step {step} grad {n}: {m}")
+
+
+def test_replicated_parameters_stay_identical_on_every_process(runs):
+    for name in ("plane_2x2", "channel_4"):
+        first = runs[name][0]
+        for r in runs[name][1:]:
+            for n, t in first["shared"].items():
+                assert torch.equal(r["shared"][n], t), f"{name}: {n} differs between rank 0 and rank {r['rank']}"
+
+
+def test_without_the_border_sum_plane_parallel_drifts_and_merge_says_so(runs):
+    ranks = runs["plane_2x2_no_border_sync"]
+    with pytest.raises(ConfigError, match="shared border"):
+        merged(ranks, "plane", "2x2")
+    # The losses leave the reference's trajectory too, beyond the 1e-6 the exact runs are held to
+    # (seen: 8.5e-6 after 8 steps).
+    ref = torch.tensor(runs["reference"][0]["losses"], dtype=torch.float64)
+    got = torch.tensor(ranks[0]["losses"], dtype=torch.float64)
+    assert float(((got - ref).abs() / ref).max()) > 1e-6
