@@ -37,7 +37,8 @@ def check_plane_split(split: PlaneSplit, world_size: int) -> None:
     """One window per process (one-line ConfigError naming both numbers otherwise)."""
     if split.parts != world_size:
         raise ConfigError(f"--blocks {split} cuts the plane into {split.parts} sub-planes but there are {world_size} "
-                          f"processes; plane parallel puts one sub-plane on each process")
+                          f"processes; plane parallel puts one sub-plane on each process (to change the cut of a "
+                          f"trained run: `nerfxl merge` it, then `nerfxl split` it)")
 
 
 class PlaneParallelField(RadianceField):

@@ -16,40 +16,20 @@ parameters 1e-5 absolute, gradients 1e-4 of the largest reference value.
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import landmark_workers as W
 import pytest
 import torch
 
 from nerfxl.errors import ConfigError
-from nerfxl.fields.config import GridConfig
 from nerfxl.fields.grid_plane_window import PlaneSplit, merge_grid_states
 from nerfxl.parallel.channel_parallel import merge_channel_states
 from nerfxl.parallel.launch import launch
-from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import TrainConfig
+from test_landmark_strategies_config import landmark_config
 
 STEPS = 8
 GRAD_STEPS = (0, 3, 7)
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                 "TORCHELASTIC_RUN_ID")
-
-
-def landmark_config(data: Path, output: Path, strategy: str, devices: int, blocks: str | None = None) -> TrainConfig:
-    base = TRAIN_PRESETS["tiny"][1]
-    # (9 − 1) and (17 − 1) split by 2 along x and y; 4 density and 8 appearance channels split by 4.
-    grid = GridConfig(mode="ground", base_resolution=(9, 9, 5), scales=(1, 2), level_scaling="cells",
-                      density_channels=4, appearance_channels=8)
-    return dataclasses.replace(
-        base, data=data, output=output, progress=False, device="cpu", downscale=2.0, batch_rays=256,
-        strategy=strategy, devices=devices, blocks=blocks,
-        field=dataclasses.replace(base.field, grid=grid, density_shift=1.0, appearance_embedding_dim=4,
-                                  pose_correction=True),
-        render=dataclasses.replace(base.render, occupancy_update_every=4, occupancy_warmup_steps=4, prune_alpha_after=2),
-        loss=dataclasses.replace(base.loss, total_variation=1e-4, density_l1=1e-4),
-    )
 
 
 JOBS = {  # name: (strategy, D, blocks, broken)
