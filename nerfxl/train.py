@@ -10,6 +10,12 @@ With ``--method ddp`` (the data-parallel baseline, :mod:`nerfxl.parallel.data_pa
 holds the one tile's whole model instead, renders its own share of a global batch and averages all
 gradients; D processes with R rays each compute what one process computes with D·R rays.
 
+With ``--strategy`` the model is spread LandMark's ways instead (docs/landmark.md): ``branch`` is a
+uniform block grid trained as tiles with the sample exchange; ``plane`` and ``channel`` give every
+process its part of one tile's grid (:mod:`nerfxl.parallel.plane_parallel`,
+:mod:`nerfxl.parallel.channel_parallel`), every process renders every ray, and the field's own
+collectives combine the parts; their checkpoints hold one shard per part.
+
 Roles: every process renders its K/D tiles, exchanges per-ray blocks (or per-sample values with
 ``--exchange sample``), computes the same loss, and steps its own tiles plus its copy of the shared
 modules after a SUM all-reduce of their gradients. Rank 0 alone logs, shows progress, writes
