@@ -45,6 +45,8 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
                 step_now[0] = step
                 out["losses"].append(trainer.train_step(step)["loss"])
             out["tile"] = {n: t.detach().clone() for n, t in tile.state_dict().items()}
+            out["tiles"] = {k: {n: t.detach().clone() for n, t in trainer.renderer.field.tile(k).state_dict().items()}
+                            for k in trainer.tile_ids}
             out["shared"] = {n: p.detach().clone() for n, p in trainer.renderer.field.named_shared_parameters()}
             return out
         finally:

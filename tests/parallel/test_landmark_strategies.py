@@ -1,4 +1,4 @@
-"""LandMark's plane and channel parallel on D gloo processes train exactly the one-process model.
+"""LandMark's plane, channel and branch parallel on D gloo processes train exactly the one-process model.
 
 The reference is an ordinary one-tile ground-plane model trained in this process (strategy "tiles",
 D = 1). Plane parallel on 2 (2x1) and 4 (2x2) processes and channel parallel on 2 and 4 must follow its
@@ -6,6 +6,9 @@ loss trajectory, end with its parameters once the parts are merged (sub-planes s
 concatenated), and see its gradients at steps 0, 3 and 7 — with pose corrections, an appearance
 embedding, total variation and density L1 switched on, so every kind of parameter and every gradient
 path is exercised (positions → pose, shared borders, replicated lines and heads, per-slice regularisers).
+
+Branch parallel (2 × 2 blocks on 2 processes, K/D = 2 blocks each) is compared with the multi-branch
+model in one process the same way.
 
 Negative control: plane parallel without the border-gradient sum trains each copy of a shared border on
 its own, and the merge then finds the copies disagree.
@@ -38,6 +41,7 @@ JOBS = {  # name: (strategy, D, blocks, broken)
     "plane_2x1": ("plane", 2, "2x1", None),
     "channel_2": ("channel", 2, None, None),
     "plane_2x2_no_border_sync": ("plane", 4, "2x2", "no-border-sync"),
+    "branch_2x2_D2": ("branch", 2, "2x2", None),
 }
 
 
@@ -57,6 +61,8 @@ def runs(tiny_city, tmp_path_factory) -> dict[str, list[dict]]:
     results["reference"] = [W.train_here({"config": landmark_config(tiny_city, out / "output", "tiles", 1),
                                           "run_dir": str(out / "reference"), "steps": STEPS,
                                           "grad_steps": GRAD_STEPS})]
+    results["branch_2x2_D1"] = [W.train_here({"config": landmark_config(tiny_city, out / "output", "branch", 1, "2x2"),
+                                              "run_dir": str(out / "branch_D1"), "steps": STEPS})]
     return results
 
 
@@ -115,3 +121,20 @@ def test_without_the_border_sum_plane_parallel_drifts_and_merge_says_so(runs):
     ref = torch.tensor(runs["reference"][0]["losses"], dtype=torch.float64)
     got = torch.tensor(ranks[0]["losses"], dtype=torch.float64)
     assert float(((got - ref).abs() / ref).max()) > 1e-6
+
+
+def test_branch_parallel_on_2_processes_equals_the_multi_branch_model_in_one(runs):
+    """Branch parallel = 2 × 2 uniform ground blocks, each its own grid, the sample exchange."""
+    ref = runs["branch_2x2_D1"][0]
+    assert sorted(ref["tiles"]) == [0, 1, 2, 3]
+    held = {}
+    for r in runs["branch_2x2_D2"]:
+        torch.testing.assert_close(torch.tensor(r["losses"], dtype=torch.float64),
+                                   torch.tensor(ref["losses"], dtype=torch.float64), rtol=1e-6, atol=0)
+        held.update(r["tiles"])
+    assert sorted(held) == [0, 1, 2, 3]
+    for k, tensors in ref["tiles"].items():
+        # Uniform 2 × 2 blocks over the scene's ground, each spanning the full height.
+        assert float(tensors["box"][0, 2]) == float(ref["tiles"][0]["box"][0, 2])
+        for n, want in tensors.items():
+            torch.testing.assert_close(held[k][n], want, rtol=0, atol=1e-5, msg=lambda m: f"block {k} {n}: {m}")
