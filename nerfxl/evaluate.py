@@ -97,6 +97,12 @@ def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: 
     seconds = time.perf_counter() - t0
     if ctx is not None and not ctx.is_main:
         return None
+    return summarise_scores(per_image, seconds, cameras, indices)
+
+
+def summarise_scores(per_image: list[dict], seconds: float, cameras: Cameras, indices: list[int]) -> dict:
+    """Mean PSNR/SSIM over per-image scores, with the rendering time and rays (pixels) per second of
+    rendering views ``indices`` of ``cameras``; means are NaN when there are no images."""
     n_pixels = sum(int(cameras.width[i] * cameras.height[i]) for i in indices)
     return {
         "psnr": float(np.mean([m["psnr"] for m in per_image])) if per_image else float("nan"),

@@ -257,7 +257,7 @@ def evaluate_independent_2d(run_dir: Path, split: str = "test", limit: int | Non
     "n_images", "render_seconds", "rays_per_second" (pixels of blended images per second, so it
     includes rendering each view up to ``nearest`` times), "models_per_view" and "per_image".
     """
-    from nerfxl.evaluate import image_metrics, spread_indices
+    from nerfxl.evaluate import image_metrics, spread_indices, summarise_scores
 
     run_dir = Path(run_dir)
     baseline = load_independent_2d(run_dir, device=device)
@@ -274,7 +274,6 @@ def evaluate_independent_2d(run_dir: Path, split: str = "test", limit: int | Non
     seconds = time.perf_counter() - t0
     if not per_image:
         raise NerfxlError(f"{run_dir}: the {split} split has no images to evaluate")
-    n_pixels = sum(int(data.cameras.width[i] * data.cameras.height[i]) for i in indices)
     result = {
         "method": METHOD,
         "run": str(run_dir),
@@ -282,14 +281,9 @@ def evaluate_independent_2d(run_dir: Path, split: str = "test", limit: int | Non
         "k": baseline.k,
         "nearest": int(nearest),
         "power": float(power),
-        "psnr": float(np.mean([m["psnr"] for m in per_image])),
-        "ssim": float(np.mean([m["ssim"] for m in per_image])),
-        "n_images": len(per_image),
-        "render_seconds": seconds,
-        "rays_per_second": n_pixels / max(seconds, 1e-9),
         "models_per_view": float(np.mean([sum(w > 0 for w in m["weights"]) for m in per_image])),
         "steps_per_model": baseline.info.get("steps_per_model"),
-        "per_image": per_image,
+        **summarise_scores(per_image, seconds, data.cameras, indices),
     }
     out = Path(output) if output else run_dir / "eval.json"
     write_json_atomic(out, result)

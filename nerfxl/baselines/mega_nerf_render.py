@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,7 +32,7 @@ from nerfxl.data.boxes import intersect_rays_boxes, points_in_boxes
 from nerfxl.data.rays import RayBundle, generate_image_rays
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
-from nerfxl.evaluate import image_metrics, spread_indices, to_uint8
+from nerfxl.evaluate import image_metrics, spread_indices, summarise_scores, to_uint8
 from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import RenderedRays, TiledRenderer, finish_rendering, sample_positions
 from nerfxl.rendering.sampling import march_rays_in_box
@@ -192,18 +191,7 @@ def evaluate_independent_3d(run_dir: Path, split: str = "test", limit: int | Non
             (run_dir / "eval").mkdir(parents=True, exist_ok=True)
             iio.imwrite(run_dir / "eval" / f"{j:04d}.png", to_uint8(torch.cat([target, rendered["rgb"]], dim=1)))
     seconds = time.perf_counter() - t0
-    n_pixels = sum(int(cameras.width[i] * cameras.height[i]) for i in indices)
-    result = {
-        "method": "independent-3d",
-        "run": str(run_dir),
-        "split": split,
-        "n_tiles": len(models.renderers),
-        "psnr": float(np.mean([m["psnr"] for m in per_image])) if per_image else float("nan"),
-        "ssim": float(np.mean([m["ssim"] for m in per_image])) if per_image else float("nan"),
-        "n_images": len(per_image),
-        "render_seconds": seconds,
-        "rays_per_second": n_pixels / max(seconds, 1e-9),
-        "per_image": per_image,
-    }
+    result = {"method": "independent-3d", "run": str(run_dir), "split": split, "n_tiles": len(models.renderers),
+              **summarise_scores(per_image, seconds, cameras, indices)}
     write_json_atomic(run_dir / "eval.json", result)
     return result
