@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from nerfxl_warmup import build_run_config
 
 
 def log(msg: str) -> None:
@@ -132,16 +133,7 @@ def main() -> None:
     if args.quick:
         args.preset, args.warmup, args.steps = "tiny", min(args.warmup, 8), min(args.steps, 3)
 
-    from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import resolve_data_path
-
-    cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device,
-                              seed=args.seed)
-    if args.city_size:
-        cfg = dataclasses.replace(cfg, city_size=args.city_size)
-    if args.batch_rays:
-        cfg = dataclasses.replace(cfg, batch_rays=args.batch_rays)
-    cfg = dataclasses.replace(cfg, data=resolve_data_path(cfg))
+    cfg = build_run_config(args)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from nerfxl_warmup import add_run_arguments, apply_quick, sync_device, warm_up
+from nerfxl_warmup import add_run_arguments, apply_quick, build_run_config, sync_device, trainer_from_checkpoint, warm_up
 
 FLOAT_BYTES = 4
 BLOCK_CHANNELS = 6  # colour (3), opacity, depth numerator, distortion
@@ -42,30 +42,12 @@ def log(msg: str) -> None:
     print(f"[bench_nerfxl_exchange] {msg}", file=sys.stderr, flush=True)
 
 
-def build_config(args):
-    from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import resolve_data_path
-
-    cfg = TRAIN_PRESETS[args.preset][1]
-    cfg = dataclasses.replace(cfg, data=args.data, progress=False, device=args.device, partitions=args.tiles,
-                              partition_method=args.partition_method, seed=args.seed)
-    if args.city_size:
-        cfg = dataclasses.replace(cfg, city_size=args.city_size)
-    if args.batch_rays:
-        cfg = dataclasses.replace(cfg, batch_rays=args.batch_rays)
-    return dataclasses.replace(cfg, data=resolve_data_path(cfg))
-
-
 def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, steps: int,
              threads: int | None = None) -> dict:
     """One process: load the warm checkpoint, run ``settle`` untimed then ``steps`` counted steps."""
     from nerfxl.data.boxes import intersect_rays_boxes
-    from nerfxl.train import Trainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    trainer = Trainer(cfg, Path(run_dir) / f"rank{ctx.rank}", ctx=ctx)
-    trainer.load(Path(checkpoint))
+    trainer = trainer_from_checkpoint(ctx, cfg, checkpoint, run_dir, threads)
     renderer = trainer.renderer
     original = renderer.query_tile
     counting = {"on": False}
@@ -191,7 +173,7 @@ def main() -> None:
 
     from nerfxl.parallel.launch import launch
 
-    cfg = build_config(args)
+    cfg = build_run_config(args, partitions=args.tiles, partition_method=args.partition_method)
     for d in args.devices:
         if args.tiles % d:
             parser.error(f"--devices {d} does not divide --tiles {args.tiles}")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from nerfxl_warmup import add_run_arguments, apply_quick, sync_device, warm_up
+from nerfxl_warmup import add_run_arguments, apply_quick, build_run_config, sync_device, trainer_from_checkpoint, warm_up
 
 
 def log(msg: str) -> None:
@@ -39,12 +39,8 @@ def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, s
              threads: int | None = None) -> dict:
     """One process: load the warm checkpoint, ``settle`` untimed steps, then ``steps`` timed ones."""
     from nerfxl.parallel.distributed import barrier
-    from nerfxl.train import Trainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    trainer = Trainer(cfg, Path(run_dir) / f"rank{ctx.rank}", ctx=ctx)
-    trainer.load(Path(checkpoint))
+    trainer = trainer_from_checkpoint(ctx, cfg, checkpoint, run_dir, threads)
     step = start
     for _ in range(settle):
         trainer.train_step(step)
@@ -85,8 +81,6 @@ def main() -> None:
     apply_quick(args, quick_steps=3)
 
     from nerfxl.parallel.launch import launch
-    from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import resolve_data_path
 
     for d in args.devices:
         if args.tiles % d:
@@ -102,14 +96,7 @@ def main() -> None:
         if skipped:
             log(f"skipping D={skipped}: only {n_gpus} GPU(s)")
 
-    cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device,
-                              partitions=args.tiles, partition_method=args.partition_method, seed=args.seed,
-                              exchange="partition")
-    if args.city_size:
-        cfg = dataclasses.replace(cfg, city_size=args.city_size)
-    if args.batch_rays:
-        cfg = dataclasses.replace(cfg, batch_rays=args.batch_rays)
-    cfg = dataclasses.replace(cfg, data=resolve_data_path(cfg))
+    cfg = build_run_config(args, partitions=args.tiles, partition_method=args.partition_method, exchange="partition")
     rays = cfg.batch_rays
 
     if args.threads:

@@ -19,6 +19,34 @@ def sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def build_run_config(args, **fields):
+    """The preset's config with the shared options applied (data, device, seed, city size, batch) and
+    ``fields`` replaced, its dataset resolved (the built-in city is generated once)."""
+    import dataclasses
+
+    from nerfxl.presets import TRAIN_PRESETS
+    from nerfxl.train import resolve_data_path
+
+    cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device,
+                              seed=args.seed, **fields)
+    if args.city_size:
+        cfg = dataclasses.replace(cfg, city_size=args.city_size)
+    if args.batch_rays:
+        cfg = dataclasses.replace(cfg, batch_rays=args.batch_rays)
+    return dataclasses.replace(cfg, data=resolve_data_path(cfg))
+
+
+def trainer_from_checkpoint(ctx, cfg, checkpoint: str, run_dir: str, threads: int | None = None):
+    """One benchmark process's Trainer, restored from the warm checkpoint (its own scratch run folder)."""
+    from nerfxl.train import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = Trainer(cfg, Path(run_dir) / f"rank{ctx.rank}", ctx=ctx)
+    trainer.load(Path(checkpoint))
+    return trainer
+
+
 def warm_up(cfg, work: Path, steps: int, log: Callable[[str], None]) -> tuple[Path, Path, float]:
     """Train all K tiles in this process for ``steps`` steps (the occupancy grids settle) and
     checkpoint; returns (checkpoint, tile plan file, seconds)."""
