@@ -147,11 +147,12 @@ def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device
     world = int(os.environ["WORLD_SIZE"]) if external else devices
     if external and devices not in (1, world):
         raise ConfigError(f"--devices {devices} but the launcher started {world} processes (WORLD_SIZE)")
+    from nerfxl.train import JOINT_STRATEGIES, saved_strategy
     from nerfxl.trained import run_checkpoint
 
     state = run_checkpoint(run_dir)[2]
     n_tiles = int(state["n_tiles"])
-    if state.get("strategy", {}).get("name") not in ("plane", "channel"):  # those split within the tile
+    if saved_strategy(state)["name"] not in JOINT_STRATEGIES:  # those split within the tile
         check_tiles_per_process(n_tiles, world, tiles=f"the run's {n_tiles} tiles")
     return launch(fn, None if external else devices, args=args, device=device).get(0)
 

@@ -25,16 +25,8 @@ from nerfxl.errors import ConfigError
 from nerfxl.fields.grid_plane_line import level_resolutions
 from nerfxl.fields.grid_plane_window import PlaneSplit, merge_grid_states, split_grid_state
 from nerfxl.parallel.channel_parallel import merge_channel_states
-from nerfxl.train import TILE_PLAN_FILE, tile_shard_name
+from nerfxl.train import JOINT_STRATEGIES, TILE_PLAN_FILE, saved_strategy, tile_shard_name
 from nerfxl.trained import run_checkpoint
-
-PART_STRATEGIES = ("plane", "channel")
-
-
-def saved_strategy(state: dict) -> dict:
-    """A checkpoint's ``strategy`` entry (runs from before strategies existed: NeRF-XL tiles)."""
-    return state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
-
 
 def merge_parts(parts: list[dict[str, Tensor]], strategy: dict, where: str) -> dict[str, Tensor]:
     """The tile shards of every part (in rank order) → the one tile's shard."""
@@ -82,7 +74,7 @@ def merge_run(run_dir: Path, output: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     config, ckpt, state = run_checkpoint(run_dir)
     strategy = saved_strategy(state)
-    if strategy["name"] not in PART_STRATEGIES:
+    if strategy["name"] not in JOINT_STRATEGIES:
         raise ConfigError(f"{run_dir}: a {strategy['name']} run has no parts to merge (merge joins the sub-planes of "
                           f"--strategy plane or the channel slices of --strategy channel)")
     tile = read_merged_tile(ckpt, strategy)

@@ -90,6 +90,7 @@ CitySize = Literal["tiny", "small", "medium", "large"]
 Exchange = Literal["partition", "sample"]
 Method = Literal["nerfxl", "ddp", "independent-2d", "independent-3d"]
 Strategy = Literal["tiles", "branch", "plane", "channel"]
+JOINT_STRATEGIES = ("plane", "channel")  # every process holds a part of every tile and renders every ray
 TILE_PLAN_FILE = "tiles.json"
 
 
@@ -243,7 +244,7 @@ def check_processes(config: TrainConfig, world_size: int) -> None:
         check_replicated(config.partitions, world_size)
     elif config.strategy == "branch":
         check_tiles_per_process(config.partitions, world_size, tiles=f"the {config.partitions} branch blocks")
-    elif config.strategy in ("plane", "channel"):
+    elif config.strategy in JOINT_STRATEGIES:
         if config.partitions != 1:
             raise ConfigError(f"--strategy {config.strategy} splits one model (--partitions 1), got --partitions "
                               f"{config.partitions}; for several blocks use --strategy branch")
@@ -378,8 +379,7 @@ class Trainer:
         self.plan = self._tile_plan()
         tile_boxes = self.transform.box(self.plan.boxes).float()
         # ddp: every process holds the one tile (the whole model); plane/channel: its part of it.
-        joint = config.strategy in ("plane", "channel")
-        self.tile_ids = ([0] if self.data_parallel or joint
+        self.tile_ids = ([0] if self.data_parallel or config.strategy in JOINT_STRATEGIES
                          else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank))
         field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
                                             seed=config.seed)
@@ -669,13 +669,18 @@ def split_field(field_module, config: TrainConfig, ctx: DistContext):
 
 def strategy_state(config: TrainConfig, world_size: int) -> dict:
     """How a checkpoint's tiles are cut into shards (state.json's ``strategy``)."""
-    parts = world_size if config.strategy in ("plane", "channel") else 1
+    parts = world_size if config.strategy in JOINT_STRATEGIES else 1
     return {"name": config.strategy, "parts": parts, "blocks": config.blocks}
+
+
+def saved_strategy(state: dict) -> dict:
+    """A checkpoint's ``strategy`` entry (checkpoints from before strategies existed: NeRF-XL tiles)."""
+    return state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
 
 
 def check_same_split(state: dict, config: TrainConfig, world_size: int, path: Path) -> None:
     """Resuming needs the checkpoint's parts to be this job's (one-line CheckpointError otherwise)."""
-    saved = state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
+    saved = saved_strategy(state)
     mine = strategy_state(config, world_size)
     if (saved["name"], saved["parts"], saved.get("blocks")) != (mine["name"], mine["parts"], mine["blocks"]):
         how = f"{saved['name']} parallel in {saved['parts']} parts" + (f" (--blocks {saved['blocks']})" if saved.get("blocks") else "")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.data.transform import SceneTransform
@@ -18,12 +18,14 @@ from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.renderer import TiledRenderer
 from nerfxl.train import (
+    JOINT_STRATEGIES,
     TrainConfig,
     check_processes,
     load_field_state,
     load_run_config,
     resolve_device,
     resolve_strategy,
+    saved_strategy,
     split_field,
     tile_shard_name,
 )
@@ -65,35 +67,32 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     ``prepare_field`` modifies the freshly built field before the checkpoint is loaded into it (e.g.
     a baseline's grid contraction, whose tensors the checkpoint holds)."""
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
-    world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
-    strategy = state.get("strategy", {"name": "tiles"})
-    if strategy["name"] in ("plane", "channel"):
-        renderer = _load_parts(config, ckpt, state, strategy, ctx)
-        renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
-        return TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
-                          int(state["step"]), ckpt)
-    tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
-    shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
-    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=tile_ids)
-    if prepare_field is not None:
-        prepare_field(field_module)
-    renderer = TiledRenderer(field_module, scene_box, config.render)
-    load_field_state(renderer, shards, state, ckpt)
+    if saved_strategy(state)["name"] in JOINT_STRATEGIES:
+        renderer = _load_parts(config, ckpt, state, boxes, scene_box, ctx)
+    else:
+        world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
+        tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
+        shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
+        field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=tile_ids)
+        if prepare_field is not None:
+            prepare_field(field_module)
+        renderer = TiledRenderer(field_module, scene_box, config.render)
+        load_field_state(renderer, shards, state, ckpt)
     renderer = renderer.to(resolve_device(device) if ctx is None else ctx.device).eval()
     return TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]), int(state["step"]), ckpt)
 
 
-def _load_parts(config: TrainConfig, ckpt: Path, state: dict, strategy: dict, ctx: DistContext | None) -> TiledRenderer:
+def _load_parts(config: TrainConfig, ckpt: Path, state: dict, boxes: Tensor, scene_box: Tensor,
+                ctx: DistContext | None) -> TiledRenderer:
     """A plane- or channel-parallel run's renderer: on as many processes as it was trained on, each
     reads its own part; on any other number, every process reads all parts, merges them (exact) and,
     with several processes, cuts the model again for this group (plane: the default layout for D)."""
     from nerfxl.merge import read_merged_tile
 
     world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
-    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
-    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    strategy = saved_strategy(state)
     field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])
     if world == int(strategy["parts"]):
         field_module = split_field(field_module, dataclasses.replace(config, blocks=strategy.get("blocks")), ctx)

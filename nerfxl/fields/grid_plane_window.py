@@ -185,46 +185,36 @@ class WindowedPlaneGrid(PlaneLineGrid):
             cols[-1] = 0
         return rows, cols
 
-    def _full_plane_shape(self, level: int) -> tuple[int, int]:
-        res = self.level_resolutions[level]
-        return res[1], res[0]
-
-    def _planes_and_lines(self, which: str):
-        if which not in ("density", "appearance", "all"):
-            raise ValueError(f"which must be 'density', 'appearance' or 'all', got {which!r}")
-        pairs = []
-        if which in ("density", "all"):
-            pairs.append((self.density_planes, self.density_lines))
-        if which in ("appearance", "all"):
-            pairs.append((self.appearance_planes, self.appearance_lines))
-        return pairs
+    def _full_plane_shape(self, plane: Tensor) -> tuple[int, int]:
+        """(H, W) nodes of the whole plane this [1, C, h, w] sub-plane was cut from."""
+        h, w = plane.shape[-2:]
+        return (h - 1) * self.split.ny + 1, (w - 1) * self.split.nx + 1
 
     def total_variation(self, which: Literal["density", "appearance", "all"] = "all") -> Tensor:
         """This window's share of the full grid's total variation (see the class docstring)."""
         total = self.density_planes[0].new_zeros(())
-        for planes, lines in self._planes_and_lines(which):
-            for level, plane in enumerate(planes):
-                H, W = self._full_plane_shape(level)
-                c = plane.shape[1]
-                rows, cols = self._core_masks(plane)
-                along_x = torch.diff(plane, dim=3).square() * rows[:, None]
-                along_y = torch.diff(plane, dim=2).square() * cols[None, :]
+        for t, is_plane in self._tensors(which):
+            if is_plane:
+                H, W = self._full_plane_shape(t)
+                c = t.shape[1]
+                rows, cols = self._core_masks(t)
+                along_x = torch.diff(t, dim=3).square() * rows[:, None]
+                along_y = torch.diff(t, dim=2).square() * cols[None, :]
                 total = total + along_x.sum() / (c * H * (W - 1)) + along_y.sum() / (c * (H - 1) * W)
-            if self.index == 0:
-                for line in lines:
-                    total = total + _tv(line, (2,))
+            elif self.index == 0:
+                total = total + _tv(t, (2,))
         return total
 
     def density_l1(self) -> Tensor:
         """This window's share of the full grid's density L1."""
         total = self.density_planes[0].new_zeros(())
-        for level, plane in enumerate(self.density_planes):
-            H, W = self._full_plane_shape(level)
-            rows, cols = self._core_masks(plane)
-            total = total + (plane.abs() * rows[:, None] * cols[None, :]).sum() / (plane.shape[1] * H * W)
-        if self.index == 0:
-            for line in self.density_lines:
-                total = total + line.abs().mean()
+        for t, is_plane in self._tensors("density"):
+            if is_plane:
+                H, W = self._full_plane_shape(t)
+                rows, cols = self._core_masks(t)
+                total = total + (t.abs() * rows[:, None] * cols[None, :]).sum() / (t.shape[1] * H * W)
+            elif self.index == 0:
+                total = total + t.abs().mean()
         return total
 
     def plane_parameters(self) -> list[Tensor]:

@@ -144,10 +144,5 @@ class ChannelParallelField(RadianceField):
         super().__init__([sharded], field.decoder, field.appearance, field.pose, field.background)
         self.ctx = ctx
 
-    def replicated_parameters(self) -> list[Tensor]:
-        """Parameters every process holds whole (already equal gradients: nothing to all-reduce)."""
-        grid = set(map(id, self.tiles[0].grid.parameters()))
-        return [p for p in self.parameters() if id(p) not in grid]
-
     def sync_gradients(self) -> None:
         """Nothing to do: each process already holds the full gradient of everything it holds."""
