@@ -11,26 +11,16 @@ Everything returned is small and picklable: floats, ints, dicts of CPU tensors.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 import nerfxl.train as train_module
+# Single-threaded kernels, as in every spawned rank (and restored afterwards in this process).
+from nerfxl.data.city.generate import single_threaded as one_thread
 from nerfxl.parallel.distributed import DistContext, single_process_context
 
-
-@contextlib.contextmanager
-def one_thread():
-    """Single-threaded kernels, as in every spawned rank (and restored afterwards in this process)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _clone_grads(named) -> dict:

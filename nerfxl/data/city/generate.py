@@ -145,7 +145,7 @@ def _install(partial: Path, out_dir: Path) -> None:
 
 
 @contextmanager
-def _single_threaded():
+def single_threaded():
     """Run torch ops on one thread for the duration (restored afterwards).
 
     The walk issues many medium-sized ops; with two intra-op threads each op needs both cores at
@@ -203,7 +203,7 @@ def write_city_files(folder: Path, size: str, seed: int, progress: bool = False,
     (folder / "images").mkdir()
     (folder / "depth").mkdir()
     with tqdm(total=len(poses) + 1, desc=f"city {size} (seed {seed})", unit="view", disable=not progress,
-              leave=False) as bar, _single_threaded():
+              leave=False) as bar, single_threaded():
         if workers == 1:
             for k, c2w in enumerate(poses):
                 image, depth = render_view(scene, c2w, intr, spec.supersample)
