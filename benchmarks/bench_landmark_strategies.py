@@ -20,6 +20,10 @@ grid (one xy plane × one z line per level), for each D in --devices:
   channels; every process evaluates every sample on its channel slice and the partial features are
   all-gathered: (density + appearance channels) × levels float32 per sample in total, 1/D of it
   handed over by each process (``all_gather_blocks``). Here (8 + 24) × 2 levels = 64 floats per sample.
+- ``hybrid`` (D ≥ 2): ``--strategy plane --replicas 2``: two data-parallel replicas of plane parallel over
+  D/2 processes (1x1 at D = 2, i.e. plain data parallel; 2x1 at D = 4), each replica rendering half of
+  the same global batch; the held parameters' gradients are then averaged over the replicas
+  (``all_reduce_gradients``: the replica average and plane's replicated-parameter sum together).
 
 Plane and channel parallel also gather during the renderer's pruning pass, which evaluates σ alone at
 every marched sample before the kept ones are queried: + 1 float per sample (plane) and + 8 × 2 / D
@@ -70,7 +74,7 @@ from pathlib import Path
 
 import torch
 
-STRATEGIES = ("nerfxl", "branch", "plane", "channel")
+STRATEGIES = ("nerfxl", "branch", "plane", "channel", "hybrid")
 TILES = 4  # K of nerfxl and branch (2x2 blocks)
 GRADIENT_COLLECTIVES = ("all_reduce_gradients", "sync_border_gradients", "sum_gradient_over_processes")
 PLANE_BLOCKS = {1: "1x1", 2: "2x1", 4: "2x2"}
@@ -94,7 +98,7 @@ def base_config(args):
 
 
 def strategy_config(base, strategy: str, d: int):
-    """The TrainConfig of one (strategy, D)."""
+    """The TrainConfig of one (strategy, D); None where the strategy does not apply to D."""
     if strategy == "nerfxl":
         return dataclasses.replace(base, strategy="tiles", partitions=TILES, exchange="partition", devices=d)
     if strategy == "branch":
@@ -103,6 +107,11 @@ def strategy_config(base, strategy: str, d: int):
         return dataclasses.replace(base, strategy="plane", partitions=1, blocks=PLANE_BLOCKS[d], devices=d)
     if strategy == "channel":
         return dataclasses.replace(base, strategy="channel", partitions=1, devices=d)
+    if strategy == "hybrid":
+        if d < 2:
+            return None
+        return dataclasses.replace(base, strategy="plane", partitions=1, blocks=PLANE_BLOCKS[d // 2], devices=d,
+                                   replicas=2, batch_rays=base.batch_rays // 2)
     raise ValueError(strategy)
 
 
@@ -274,8 +283,8 @@ def main() -> None:
     results, launches = [], {}
     try:
         for d in args.devices:
-            jobs = [(s, strategy_config(base, s, d)) for s in strategies]
-            log(f"D={d}: {', '.join(strategies)}")
+            jobs = [(s, cfg) for s in strategies if (cfg := strategy_config(base, s, d)) is not None]
+            log(f"D={d}: {', '.join(name for name, _ in jobs)}")
             t0 = time.perf_counter()
             call = (jobs, str(work / "runs"), args.warmup, args.steps, args.threads)
             if d == 1:
@@ -284,7 +293,7 @@ def main() -> None:
                 per_rank = launch(run_jobs, d, args=call, device="cpu", timeout_s=args.timeout,
                                   max_runtime_s=3600.0)
             launches[f"D={d}"] = time.perf_counter() - t0
-            for s in strategies:
+            for s, _ in jobs:
                 ranks = [per_rank[r][s] for r in sorted(per_rank)]
                 results.append(summarise(s, d, ranks, args.steps, args.rays))
     finally:
@@ -318,6 +327,8 @@ def main() -> None:
                 "plane": "strategy=plane, partitions=1, blocks=" + "/".join(f"{PLANE_BLOCKS[d]} (D={d})"
                                                                             for d in args.devices),
                 "channel": "strategy=channel, partitions=1",
+                "hybrid": "strategy=plane, replicas=2, blocks=" + "/".join(
+                    f"{PLANE_BLOCKS[d // 2]} (D={d})" for d in args.devices if d > 1) + ", rays/2 per replica",
             },
             "expected_exchange": {
                 "nerfxl": "K/D · R · 6 · 4 B per process (all_gather_blocks)",
@@ -326,6 +337,8 @@ def main() -> None:
                          "(σ of its marched samples in the pruning pass), + count headers",
                 "channel": "(S · (8 + 24) + M · 8) · 2 levels / D · 4 B per process (all_gather_blocks); "
                            "M = marched samples (pruning pass, σ only), S = kept samples",
+                "hybrid": "plane's exchange over D/2 windows for each replica's half of the rays, + every held "
+                          "parameter's gradient averaged over the 2 replicas (all_reduce_gradients)",
             },
             "gradient_collectives": list(GRADIENT_COLLECTIVES),
             "wall_seconds_per_D_incl_startup": launches,

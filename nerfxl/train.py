@@ -6,9 +6,11 @@ uninterrupted run would have drawn, and every process draws the same batch while
 the same jitter whichever process holds it. Hence training on D = 1, 2, 4, ... processes computes
 the same thing (nerf-xl.md §5): D = 1 is the single-process reference twin.
 
-With ``--method ddp`` (the data-parallel baseline, :mod:`nerfxl.parallel.data_parallel`) every process
-holds the one tile's whole model instead, renders its own share of a global batch and averages all
-gradients; D processes with R rays each compute what one process computes with D·R rays.
+With ``--replicas R`` (hybrid model × data parallel) the D processes form R replicas of the model,
+each spread over M = D / R processes as below; every replica renders its own share of a global batch
+and the gradients of the processes holding the same part are averaged (:mod:`nerfxl.parallel.data_parallel`),
+so R replicas with B rays each compute what one replica computes with R·B rays. ``--method ddp`` (the
+data-parallel baseline) is the case M = 1: every process holds the one tile's whole model.
 
 With ``--strategy`` the model is spread LandMark's ways instead (docs/landmark.md): ``branch`` is a
 uniform block grid trained as tiles with the sample exchange; ``plane`` and ``channel`` give every
@@ -61,7 +63,6 @@ from nerfxl.parallel.channel_parallel import ChannelParallelField, check_channel
 from nerfxl.parallel.data_parallel import (
     average_gradients,
     check_replicated,
-    evaluate_replica,
     global_stats,
     mean_over_global_batch,
     shard_generators,
@@ -77,6 +78,7 @@ from nerfxl.parallel.distributed import (
     broadcast_bytes,
     broadcast_parameters,
     single_process_context,
+    split_into_replicas,
 )
 from nerfxl.parallel.partition_based import render_partition_based
 from nerfxl.parallel.plane_parallel import PlaneParallelField, check_plane_split
@@ -222,7 +224,13 @@ class TrainConfig:
     channel: every plane and line of one grid split along its channels over the D processes."""
     blocks: Optional[str] = None
     """NXxNY (e.g. 2x2): branch parallel's block grid (sets --partitions) or plane parallel's
-    sub-planes (NX·NY = D); default: laid out as square as possible over the scene."""
+    sub-planes (NX·NY = D / replicas); default: laid out as square as possible over the scene."""
+    replicas: int = 1
+    """Hybrid model × data parallel: the D processes form this many replicas of the model, each
+    spread over D / replicas processes by --strategy (ranks r·M … r·M + M − 1 form replica r). Each
+    replica renders its own batch_rays rays of a global batch of replicas × batch_rays, and the
+    gradients of the processes holding the same part are averaged. --method ddp is the case of a
+    one-process model (replicas = D)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -234,9 +242,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def replicas_of(config: TrainConfig, world_size: int) -> int:
+    """How many data-parallel replicas of the model the ``world_size`` processes form (--method ddp:
+    one per process; otherwise --replicas, which must divide D)."""
+    if config.method == "ddp":
+        if config.replicas not in (1, world_size):
+            raise ConfigError(f"--method ddp makes every one of the {world_size} processes a replica; "
+                              f"--replicas {config.replicas} does not apply")
+        return world_size
+    if config.replicas < 1 or world_size % config.replicas:
+        raise ConfigError(f"--replicas {config.replicas} does not split --devices {world_size} into equal "
+                          f"model-parallel groups (choose a divisor of {world_size})")
+    return config.replicas
+
+
+def model_processes(config: TrainConfig, world_size: int) -> int:
+    """M, the processes one replica of the model is spread over (D / replicas)."""
+    return world_size // replicas_of(config, world_size)
+
+
 def check_processes(config: TrainConfig, world_size: int) -> None:
     """--partitions, --devices and --blocks suit --method and --strategy (a one-line ConfigError
-    otherwise); call it on a config that went through :func:`resolve_strategy`."""
+    otherwise); call it on a config that went through :func:`resolve_strategy`, with ``world_size`` the
+    processes of one model replica (:func:`model_processes`)."""
     if config.strategy != "tiles" and config.method != "nerfxl":
         raise ConfigError(f"--strategy {config.strategy} spreads one jointly trained model; it needs --method nerfxl, "
                           f"not {config.method}")
@@ -351,16 +379,26 @@ class Trainer:
         config: the run's configuration.
         run_dir: the run folder; created if needed.
         train_data / test_data: loaded splits (None = loaded from ``config``).
-        ctx: this process's place in the group (None: a single process on ``config.device``).
+        ctx: this process's place in the job (None: a single process on ``config.device``).
+
+    Attributes:
+        world: ``ctx``, the whole job (checkpoints, Ctrl-C agreement).
+        ctx: the processes one replica of the model is spread over (the whole job unless
+            --replicas > 1 or --method ddp, where it is this process alone): rendering, exchange and
+            the strategy's gradient sums run here.
+        replica_ctx: the processes holding the same part of the model in the other replicas, over
+            which gradients are averaged (a one-process context without replicas).
+        replicas: the number of data-parallel replicas.
     """
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_data: Dataset | None = None,
                  test_data: Dataset | None = None, ctx: DistContext | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.ctx = ctx if ctx is not None else single_process_context(resolve_device(config.device))
-        self.device = self.ctx.device
-        self.data_parallel = config.method == "ddp"
+        self.world = ctx if ctx is not None else single_process_context(resolve_device(config.device))
+        self.replicas = replicas_of(config, self.world.world_size)
+        self.ctx, self.replica_ctx = split_into_replicas(self.world, self.replicas)
+        self.device = self.world.device
         if train_data is None:
             train_data = load_split(config, "train")
             try:
@@ -378,20 +416,20 @@ class Trainer:
 
         self.plan = self._tile_plan()
         tile_boxes = self.transform.box(self.plan.boxes).float()
-        # ddp: every process holds the one tile (the whole model); plane/channel: its part of it.
-        self.tile_ids = ([0] if self.data_parallel or config.strategy in JOINT_STRATEGIES
+        # plane/channel: every process holds its part of the one tile.
+        self.tile_ids = ([0] if config.strategy in JOINT_STRATEGIES
                          else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank))
         field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
                                             seed=config.seed)
         field_module = split_field(field_module, config, self.ctx)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
-        # The seeded build already makes them equal; the broadcast makes it a guarantee (nerf-xl.md §5).
-        # ddp replicates the whole model, tiles included.
+        # The seeded build already makes them equal; the broadcasts make it a guarantee (nerf-xl.md §5):
+        # the shared modules within a model, everything this process holds across replicas.
         shared = [t for m in field_module.shared_modules().values() for t in [*m.parameters(), *m.buffers()]]
-        broadcast_parameters(field_module if self.data_parallel else shared, self.ctx)
-        # ddp: every process draws the global batch and keeps its rows (see training_loss).
-        batch = config.batch_rays * (self.ctx.world_size if self.data_parallel else 1)
-        self.sampler = RayBatchSampler(train_data, batch, config.seed)
+        broadcast_parameters(shared, self.ctx)
+        broadcast_parameters(field_module, self.replica_ctx)
+        # Every process draws the global batch and keeps its replica's rows (see training_loss).
+        self.sampler = RayBatchSampler(train_data, config.batch_rays * self.replicas, config.seed)
         self.optimizer = self._build_optimizer()
         self.step = 0
 
@@ -403,7 +441,7 @@ class Trainer:
             return TilePlan(boxes=box[None], method="kd", scene_box=box, points_per_tile=[0], weight_per_tile=[0.0],
                             source={"kind": "single tile"})
         text = None
-        if self.ctx.is_main:
+        if self.world.is_main:
             saved = self.run_dir / TILE_PLAN_FILE
             where = saved if saved.is_file() else c.tile_plan
             if where is not None:
@@ -422,7 +460,7 @@ class Trainer:
                     shape = (split.nx, split.ny, 1)
                 plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed, grid_shape=shape)
             text = json.dumps(plan.to_dict()).encode()
-        text = broadcast_bytes(text, self.ctx)
+        text = broadcast_bytes(text, self.world)
         return TilePlan.from_dict(json.loads(text))
 
     # ----------------------------------------------------------------- optimisation
@@ -467,21 +505,21 @@ class Trainer:
         return generate_rays(self.train_cameras, batch.image_indices, batch.pixels, c2w)
 
     def render(self, rays: RayBundle, stratified: bool, generators, background: Tensor | None) -> RenderedRays:
-        """Render identical rays on every process through the configured exchange (ddp: this
-        process's own rays through its whole model)."""
-        if self.data_parallel or self.renderer.field.joint_evaluation:
+        """Render identical rays on every process of the model through the configured exchange."""
+        if self.config.method == "ddp" or self.renderer.field.joint_evaluation:
             return self.renderer(rays, stratified, generators, background)
         strategy = render_sample_based if self.config.exchange == "sample" else render_partition_based
         return strategy(self.renderer, rays, self.ctx, stratified=stratified, generators=generators, background=background)
 
     def background_for(self, rays: RayBundle, generator: torch.Generator) -> Tensor:
-        """[R, 3] background colours, identical on every process, differentiable on rank 0 only.
+        """[R, 3] background colours, identical on every process of the model, differentiable on
+        its rank 0 only.
 
         Every process computes the same background; were it differentiable everywhere, the SUM
-        all-reduce of shared gradients would count the sky/appearance gradient D times. (ddp: each
-        process has its own rays, and gradients are averaged: differentiable everywhere.)
+        all-reduce of shared gradients would count the sky/appearance gradient M times. (Replicas
+        have their own rays, and their gradients are averaged.)
         """
-        everywhere = self.data_parallel or self.config.strategy == "channel"  # see channel_parallel.py
+        everywhere = self.config.strategy == "channel"  # see channel_parallel.py
         with torch.set_grad_enabled(torch.is_grad_enabled() and (self.ctx.is_main or everywhere)):
             return self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=generator)
 
@@ -493,15 +531,16 @@ class Trainer:
             regularisers; stats of the whole model, identical on every process).
         """
         batch = self.sampler.sample(step)
-        if self.data_parallel:
-            batch = shard_of_batch(batch, self.ctx)  # this process's rows of the global batch
+        replicated = self.replicas > 1
+        if replicated:
+            batch = shard_of_batch(batch, self.replica_ctx)  # this replica's rows of the global batch
         batch = batch.to(self.device)
         rays = self.rays_for(batch)
         background_generator, tile_generators = self._step_generator(0xB6, step), self._tile_generators(0x5A4D, step)
-        if self.data_parallel:
-            # Skip the draws the global batch spends on the lower ranks' rows: one per ray and tile
+        if replicated:
+            # Skip the draws the global batch spends on the lower replicas' rows: one per ray and tile
             # (sample jitter), three per ray (a random background colour).
-            before = self.ctx.rank * len(batch)
+            before = self.replica_ctx.rank * len(batch)
             background_generator = skip_draws(background_generator, 3 * before, rays.directions.dtype)
             tile_generators = shard_generators(tile_generators, before, rays.origins.dtype)
         background = self.background_for(rays, background_generator)
@@ -521,12 +560,12 @@ class Trainer:
             stats["distortion"] = float(dist.detach())
         if lc.depth > 0 and batch.depth is not None:
             valid = batch.depth > 0
-            if self.data_parallel or bool(valid.any()):  # ddp: every process joins the count
+            if replicated or bool(valid.any()):  # replicas: every process joins the count
                 # Dataset depth is z-depth in world units; rendered depth is ray distance in model units.
                 dirs_cam_z = self._camera_z(batch, rays)
                 target_t = batch.depth * self.transform.scale / dirs_cam_z
                 errors = (out.depth[valid] - target_t[valid]).abs()
-                depth_l1 = mean_over_global_batch(errors, self.ctx) if self.data_parallel else errors.mean()
+                depth_l1 = mean_over_global_batch(errors, self.replica_ctx) if replicated else errors.mean()
                 loss = loss + lc.depth * depth_l1
                 stats["depth_l1"] = float(depth_l1.detach())
         regulariser = torch.zeros((), device=self.device)
@@ -536,10 +575,6 @@ class Trainer:
                 regulariser = regulariser + lc.total_variation * grid.total_variation()
             if lc.density_l1 > 0 and hasattr(grid, "density_l1"):
                 regulariser = regulariser + lc.density_l1 * grid.density_l1()
-        if self.data_parallel:  # the regulariser is the same on every replica
-            stats["loss"] = float((loss + regulariser).detach())
-            stats["samples"] = float(out.n_samples)
-            return loss + regulariser, global_stats(stats, self.ctx)
         # One small gather per step: samples and regulariser of every process (load balance, true loss).
         local = torch.tensor([[float(out.n_samples), float(regulariser.detach())]], dtype=torch.float64, device=self.device)
         per_rank = all_gather_tensor(local, self.ctx).cpu()
@@ -549,6 +584,8 @@ class Trainer:
             stats["samples"] = float(per_rank[:, 0].sum())
             stats["samples_max_rank"] = float(per_rank[:, 0].max())
         stats["loss"] = float(loss.detach()) + float(per_rank[:, 1].sum())
+        if replicated:  # the regulariser is the same in every replica
+            stats = global_stats(stats, self.replica_ctx)
         return loss + regulariser, stats
 
     def _camera_z(self, batch: RayBatch, rays: RayBundle) -> Tensor:
@@ -577,12 +614,11 @@ class Trainer:
                               f"(last good checkpoint: {latest_checkpoint(self.run_dir) or 'none'})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.data_parallel:
-            average_gradients(self.renderer.field, self.ctx)
-        elif self.renderer.field.joint_evaluation:
+        if self.renderer.field.joint_evaluation:
             self.renderer.field.sync_gradients()
         else:
             all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
+        average_gradients(self.renderer.field, self.replica_ctx)  # the identity without replicas
         self.optimizer.step()
         return stats
 
@@ -593,9 +629,9 @@ class Trainer:
     def checkpoint_shards(self) -> dict[str, dict[str, Tensor]]:
         """This process's shards: its tiles (weights, occupancy, optimizer moments), + shared on rank 0.
 
-        ddp: rank 0 alone writes (shared + tile-000); the other processes hold identical copies.
+        With replicas, replica 0 alone writes; the other replicas hold identical copies.
         """
-        if self.data_parallel and not self.ctx.is_main:
+        if not self.replica_ctx.is_main:
             return {}
         field_module = self.renderer.field
         shards = {}
@@ -625,11 +661,12 @@ class Trainer:
             "tiles": {str(k): {"grid_resolution": self.grid_resolution(k)} for k in self.tile_ids},
             "scene_transform": self.transform.to_dict(),
             "n_train_images": len(self.train_data),
-            "trained_on_processes": self.ctx.world_size,
+            "trained_on_processes": self.world.world_size,
+            "replicas": self.replicas,
             "strategy": strategy_state(self.config, self.ctx.world_size),
         }
         return save_checkpoint(self.run_dir, self.step, self.checkpoint_shards(), state, keep=self.config.keep_checkpoints,
-                               ctx=self.ctx)
+                               ctx=self.world)
 
     def load(self, path: Path, with_optimizer: bool = True) -> None:
         """Restore this process's tiles and the shared modules (any D that divides K can load)."""
@@ -793,9 +830,10 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
         if config.devices not in (1, world):
             raise ConfigError(f"--devices {config.devices} but the launcher started {world} processes (WORLD_SIZE)")
         config = dataclasses.replace(config, devices=world)
-    config = resolve_strategy(config, config.devices)
+    model_size = model_processes(config, config.devices)
+    config = resolve_strategy(config, model_size)
     if config.strategy != "plane" or config.blocks is not None:
-        check_processes(config, config.devices)  # plane without --blocks: checked once the scene is known
+        check_processes(config, model_size)  # plane without --blocks: checked once the scene is known
     if config.tile_plan is not None and not Path(config.tile_plan).is_file():
         raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
     if not resume and not external:
@@ -840,7 +878,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
             trainer.plan.save(run_dir / TILE_PLAN_FILE)
 
     logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None
-    rays_per_step = config.batch_rays * (ctx.world_size if trainer.data_parallel else 1)  # the global batch
+    rays_per_step = config.batch_rays * trainer.replicas  # the global batch
     stop = StopRequest(ctx)
     try:
         while trainer.step < config.steps:
@@ -857,9 +895,10 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
             if logger is not None:
                 logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
-                if trainer.test_data is not None:
-                    evaluate = evaluate_replica if trainer.data_parallel else evaluate_views
-                    metrics = evaluate(trainer, limit=config.eval_views, log_images=logger)
+                if trainer.test_data is not None and trainer.replica_ctx.is_main:
+                    # Replica 0 evaluates; the other replicas go on and wait for it at the next step's
+                    # gradient average.
+                    metrics = evaluate_views(trainer, limit=config.eval_views, log_images=logger)
                     if logger is not None:
                         logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:

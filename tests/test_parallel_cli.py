@@ -143,6 +143,20 @@ def test_devices_must_divide_partitions(tiny_city, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options, names", [
+    (["--devices", "4", "--replicas", "3"], ["--replicas 3", "--devices 4"]),
+    (["--replicas", "2"], ["--replicas 2", "--devices 1"]),
+    (["--devices", "4", "--replicas", "2", "--method", "ddp"], ["--method ddp", "--replicas 2"]),
+])
+def test_replicas_that_do_not_fit_are_refused(tiny_city, tmp_path, options, names):
+    out = tmp_path / "out"
+    result = nerfxl("train", *TINY, "--data", tiny_city, "--output", out, *options, "--steps", "2", cwd=tmp_path)
+    line = error_line(result)
+    assert_only_that_line(result)
+    assert all(name in line for name in names), line
+    assert not out.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("devices", [1, 2])
 def test_cuda_without_a_gpu(tiny_city, tmp_path, devices):

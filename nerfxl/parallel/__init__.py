@@ -24,7 +24,7 @@ _WHERE = {
     "broadcast_parameters": "distributed", "broadcast_bytes": "distributed", "all_gather_bytes": "distributed",
     "gather_to_main": "distributed", "init_distributed": "distributed",
     "is_main_process": "distributed", "resolve_device": "distributed", "shutdown": "distributed",
-    "single_process_context": "distributed",
+    "single_process_context": "distributed", "split_into_replicas": "distributed",
     "WorkerError": "launch", "launch": "launch", "launched_externally": "launch", "running_under_torchrun": "launch",
 }
 __all__ = sorted(_WHERE)

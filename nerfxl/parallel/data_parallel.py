@@ -1,18 +1,21 @@
-"""Data-parallel training (``--method ddp``): the baseline NeRF-XL is compared against.
+"""Data parallel over replicas of a model: ``--method ddp`` (the baseline NeRF-XL is compared
+against) and the data-parallel half of hybrid training (``--replicas R``).
 
-One model (K = 1 tile) replicated on D processes, PyTorch DDP semantics: a global batch of D × R
-rays, rank r renders rows [r·R, (r+1)·R) through its full copy of the model, the gradients of *all*
-parameters are averaged over processes, and every process steps identical parameters.
+A model (one process's whole copy with ddp; M processes' parts with hybrid) replicated R times,
+PyTorch DDP semantics: a global batch of R × B rays, replica r renders rows [r·B, (r+1)·B), the
+gradients of everything a process holds are averaged over the processes holding the same part
+(the replica group, :func:`nerfxl.parallel.distributed.split_into_replicas`), and every replica
+steps identical parameters.
 
-Exactness: D processes with R rays each compute what one process computes with D·R rays (the
-single-process reference twin), up to float round-off:
-- rays: every rank draws the global batch of the step (a pure function of (seed, step)) and keeps
-  its rows (:func:`shard_of_batch`);
-- random draws per ray (sample jitter, random background colours): rank r skips the draws the
-  global batch spends on rows [0, r·R) (:func:`skip_draws`), so its rays get the global draws;
-- occupancy refreshes: the same generator and parameters on every rank, hence the same grids;
-- gradient: each rank's loss is the mean over its R rays, so the mean over ranks (the averaging
-  all-reduce, :func:`average_gradients`) is the gradient of the global mean.
+Exactness: R replicas with B rays each compute what one replica computes with R·B rays (the
+reference twin), up to float round-off:
+- rays: every process draws the global batch of the step (a pure function of (seed, step)) and
+  keeps its replica's rows (:func:`shard_of_batch`);
+- random draws per ray (sample jitter, random background colours): replica r skips the draws the
+  global batch spends on rows [0, r·B) (:func:`skip_draws`), so its rays get the global draws;
+- occupancy refreshes: the same generator and parameters in every replica, hence the same grids;
+- gradient: each replica's loss is the mean over its B rays, so the mean over replicas (the
+  averaging all-reduce, :func:`average_gradients`) is the gradient of the global mean.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def check_replicated(partitions: int, world_size: int) -> None:
 
 
 def shard_of_batch(batch: RayBatch, ctx: DistContext) -> RayBatch:
-    """Rank r's rows [r·R, (r+1)·R) of a global batch of D·R rays (the whole batch when D = 1)."""
+    """Replica r's rows [r·B, (r+1)·B) of a global batch of R·B rays (``ctx``: the replica group)."""
     n = len(batch)
     if n % ctx.world_size:
         raise ValueError(f"a global batch of {n} rays does not split over {ctx.world_size} processes")
@@ -87,30 +90,16 @@ def average_gradients(model: nn.Module, ctx: DistContext) -> None:
 def global_stats(stats: dict[str, float], ctx: DistContext) -> dict[str, float]:
     """Step statistics of the global batch from each rank's (same keys everywhere; one gather).
 
-    ``samples`` is summed, ``samples_max_rank`` is the largest rank's, ``psnr`` is recomputed from
-    the global mse, everything else (mean terms over R rays each) is averaged.
+    ``samples`` is summed, ``samples_max_rank`` is the largest one's (a replica's own
+    ``samples_max_rank`` when it has one), ``psnr`` is recomputed from the global mse, everything else
+    (mean terms over R rays each) is averaged.
     """
-    keys = [k for k in stats if k not in ("psnr", "samples_max_rank")]
+    keys = [k for k in stats if k != "psnr"]
     local = torch.tensor([[float(stats[k]) for k in keys]], dtype=torch.float64, device=ctx.device)
     per_rank = all_gather_tensor(local, ctx).cpu()  # [D, len(keys)]
     out = {k: float(per_rank[:, i].mean()) for i, k in enumerate(keys)}
-    samples = per_rank[:, keys.index("samples")]
-    out["samples"], out["samples_max_rank"] = float(samples.sum()), float(samples.max())
+    out["samples"] = float(per_rank[:, keys.index("samples")].sum())
+    out["samples_max_rank"] = float(per_rank[:, keys.index("samples_max_rank" if "samples_max_rank" in keys else "samples")].max())
     if "mse" in out:
         out["psnr"] = float(-10 * torch.log10(torch.tensor(out["mse"]).clamp_min(1e-10)))
     return out
-
-
-def evaluate_replica(trainer, limit: int | None = None, log_images=None) -> dict | None:
-    """Periodic evaluation of a replicated model: rank 0 renders the views alone on its whole copy
-    (scores there, None elsewhere); the others go on and wait for it at the next collective."""
-    from nerfxl.evaluate import evaluate_split, spread_indices
-
-    if not trainer.ctx.is_main:
-        return None
-    trainer.renderer.eval()
-    try:
-        return evaluate_split(trainer.renderer, trainer.test_cameras, trainer.test_data,
-                              spread_indices(len(trainer.test_data), limit), log_images=log_images, step=trainer.step)
-    finally:
-        trainer.renderer.train()

@@ -62,6 +62,8 @@ class DistContext:
             had initialised torch.distributed itself).
         bytes_sent: total payload bytes this process handed to collectives.
         stats: per collective name, ``{"calls": int, "bytes": int}``.
+        counts_into: the context a sub-group was cut from (:func:`split_into_replicas`): whatever this
+            one records is recorded there too, so the whole job's counters see every byte.
     """
 
     rank: int = 0
@@ -74,6 +76,7 @@ class DistContext:
     owns_group: bool = False
     bytes_sent: int = 0
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts_into: "DistContext | None" = None
 
     @property
     def is_main(self) -> bool:
@@ -89,6 +92,8 @@ class DistContext:
         entry["calls"] += 1
         entry["bytes"] += int(nbytes)
         self.bytes_sent += int(nbytes)
+        if self.counts_into is not None:
+            self.counts_into.record(name, nbytes)
 
     def reset_stats(self) -> dict[str, dict[str, int]]:
         """Zero the counters; returns the old per-collective stats (e.g. once per benchmark step)."""
@@ -226,6 +231,46 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
                           ) from e
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend,
                        group=dist.group.WORLD, timeout_s=float(timeout_s), owns_group=True)
+
+
+def split_into_replicas(ctx: DistContext, replicas: int) -> tuple[DistContext, DistContext]:
+    """Hybrid parallelism: the D processes of ``ctx`` as ``replicas`` data-parallel copies of one
+    model spread over M = D / replicas processes.
+
+    Process g belongs to model group r = g // M (ranks r·M … r·M + M − 1: contiguous, so that on one
+    machine a model's parts sit on neighbouring devices, where the per-step exchange is heaviest) as
+    part m = g % M, and to replica group m (ranks m, m + M, …: the processes holding the same part).
+    With 1 < replicas < D every process of the job must call this (creating a group is collective
+    over the whole job); with replicas = 1 or D no group is created and ``ctx`` itself is returned as
+    the model or the replica context.
+
+    Returns:
+        (model context: rank m of M, replica context: rank r of ``replicas``). A group of one process
+        is a world_size 1 context (no group, every collective the identity).
+    """
+    if replicas < 1 or ctx.world_size % replicas:
+        raise ConfigError(f"--replicas {replicas} does not divide the {ctx.world_size} processes into equal "
+                          f"model-parallel groups (choose a divisor of {ctx.world_size})")
+
+    def context(rank: int, members: int, group) -> DistContext:
+        return DistContext(rank=rank, world_size=members, local_rank=ctx.local_rank, device=ctx.device,
+                           backend=ctx.backend if members > 1 else None, group=group, timeout_s=ctx.timeout_s,
+                           counts_into=ctx if members > 1 else None)
+
+    if replicas == 1:
+        return ctx, context(0, 1, None)
+    if replicas == ctx.world_size:
+        return context(0, 1, None), ctx
+    size = ctx.world_size // replicas
+    groups = {"model": [[r * size + m for m in range(size)] for r in range(replicas)],
+              "replica": [[r * size + m for r in range(replicas)] for m in range(size)]}
+    out = {}
+    for kind, members in groups.items():
+        for ranks in members:
+            group = dist.new_group([_global_rank(ctx, r) for r in ranks], timeout=timedelta(seconds=ctx.timeout_s))
+            if ctx.rank in ranks:
+                out[kind] = context(ranks.index(ctx.rank), len(ranks), group)
+    return out["model"], out["replica"]
 
 
 def shutdown(ctx: DistContext | None = None) -> None:

@@ -22,7 +22,8 @@ def _no_border_sync(window, ctx) -> None:
     """A deliberately broken plane parallel: border copies keep their own gradients."""
 
 
-def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_steps=(), broken: str | None = None) -> dict:
+def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_steps=(), broken: str | None = None,
+                     save: bool = False) -> dict:
     with one_thread():
         real_sync = plane_parallel.sync_border_gradients
         if broken == "no-border-sync":
@@ -48,6 +49,9 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
             out["tiles"] = {k: {n: t.detach().clone() for n, t in trainer.renderer.field.tile(k).state_dict().items()}
                             for k in trainer.tile_ids}
             out["shared"] = {n: p.detach().clone() for n, p in trainer.renderer.field.named_shared_parameters()}
+            if save:
+                trainer.step = steps
+                trainer.save()
             return out
         finally:
             plane_parallel.sync_border_gradients = real_sync
@@ -62,4 +66,5 @@ def train_here(job: dict) -> dict:
 def run_jobs(ctx: DistContext, jobs: list[dict]) -> dict:
     """Every rank: the jobs in order, each on ranks 0..d-1 (see nerfxl_workers.run_jobs)."""
     return _run_jobs_with(ctx, jobs, record=lambda sub, job: train_and_record(
-        sub, job["config"], job["run_dir"], job["steps"], job.get("grad_steps", ()), job.get("broken")))
+        sub, job["config"], job["run_dir"], job["steps"], job.get("grad_steps", ()), job.get("broken"),
+        job.get("save", False)))
