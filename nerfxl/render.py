@@ -65,6 +65,38 @@ def orbit_path(cameras: Cameras, scene_box: Tensor, n_frames: int = 120) -> Tens
     return torch.stack(poses).float()
 
 
+def flyover_path(scene_box: Tensor, n_frames: int, height: float, tilt_deg: float = 30.0,
+                 extent: float = 0.7) -> Tensor:
+    """[n_frames, 3, 4] a loop over the ground at ``height`` above the box's bottom (z up), looking ahead
+    and down, ``tilt_deg`` from straight down.
+
+    The loop is a rounded square spanning ``extent`` of the box's x-y size, flown once at constant speed,
+    so along a city it crosses many block borders in both directions.
+    """
+    lo, hi = scene_box[0].double(), scene_box[1].double()
+    centre, half = 0.5 * (lo + hi), 0.5 * extent * (hi - lo)
+    poses = []
+    tilt = math.radians(tilt_deg)
+    for i in range(n_frames):
+        phi = 2 * math.pi * i / n_frames
+        # A superellipse (|x|^4 + |y|^4 = 1): straight-ish runs along both axes, smooth corners.
+        c, s_ = math.cos(phi), math.sin(phi)
+        x = math.copysign(abs(c) ** 0.5, c)
+        y = math.copysign(abs(s_) ** 0.5, s_)
+        eye = torch.tensor([centre[0] + half[0] * x, centre[1] + half[1] * y, lo[2] + height], dtype=torch.float64)
+        # Heading: towards the next point of the loop.
+        phi2 = phi + 2 * math.pi / max(n_frames, 8)
+        c2, s2 = math.cos(phi2), math.sin(phi2)
+        ahead = torch.tensor([centre[0] + half[0] * math.copysign(abs(c2) ** 0.5, c2),
+                              centre[1] + half[1] * math.copysign(abs(s2) ** 0.5, s2), eye[2]], dtype=torch.float64)
+        heading = ahead - eye
+        heading = heading / heading.norm().clamp_min(1e-12)
+        view = math.sin(tilt) * heading + torch.tensor([0.0, 0.0, -math.cos(tilt)], dtype=torch.float64)
+        poses.append(look_at(eye, eye + view, heading if tilt_deg < 1 else torch.tensor([0.0, 0.0, 1.0],
+                                                                                       dtype=torch.float64)))
+    return torch.stack(poses).float()
+
+
 def read_camera_path(path: Path) -> tuple[Tensor, float, int, int, float]:
     """A nerfstudio ``camera_path.json`` → (poses [N, 3, 4], vertical fov deg, width, height, fps)."""
     try:

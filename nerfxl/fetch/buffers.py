@@ -1,0 +1,140 @@
+"""Window buffers on the rendering device and the copy pipeline that fills them (landmark.md §6–7).
+
+A :class:`WindowBuffer` holds the N × N blocks of one window, every plane of the grid, as views of one
+contiguous tensor. Dynamic fetching keeps two: the *compute* buffer the renderer reads and the
+*prefetch* buffer the next window is copied into; they swap roles when a fetch completes.
+
+:func:`fill_window` fills a buffer with a new window: blocks the previous window also held are copied
+device → device from the compute buffer, the others host → device from the block store. The two
+streams of copies have no data dependency, so with ``overlap`` they run at the same time (two threads;
+on CUDA each with its own stream, so the copy engines work in parallel with each other and with
+rendering). Neighbouring blocks share a border row/column, which both write with the same values.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .window import BlockLayout, Window
+
+
+class WindowBuffer:
+    """The planes of an N × N window as views of one contiguous device tensor."""
+
+    def __init__(self, layout: BlockLayout, n: int, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.layout = layout
+        self.n = n
+        self.flat = torch.zeros(layout.window_numel(n), device=device, dtype=dtype)
+        self.planes: dict[str, Tensor] = {}
+        offset = 0
+        for spec in layout.planes:
+            shape = spec.window_shape(n)
+            numel = shape[1] * shape[2] * shape[3]
+            self.planes[spec.name] = self.flat[offset: offset + numel].view(shape)
+            offset += numel
+        self.window: Window | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.flat.numel() * self.flat.element_size()
+
+    def slot(self, name: str, block: tuple[int, int], window: Window | None = None) -> Tensor:
+        """The view of ``block``'s nodes of plane ``name`` (``window``: the one being filled)."""
+        window = window or self.window
+        spec = next(p for p in self.layout.planes if p.name == name)
+        rows, cols = self.layout.block_slice(spec, block, (window.x0, window.y0))
+        return self.planes[name][:, :, rows, cols]
+
+
+@dataclass
+class FillTiming:
+    """What one :func:`fill_window` did and how long each part took (seconds)."""
+
+    kept_blocks: int = 0
+    new_blocks: int = 0
+    device_copy_s: float = 0.0
+    host_copy_s: float = 0.0
+    total_s: float = 0.0
+    new_bytes: int = 0
+    overlapped: bool = True
+    blocks: list = field(default_factory=list)
+
+
+def _stream_context(device: torch.device):
+    """A fresh CUDA stream for this thread's copies (None on CPU) and the context that selects it."""
+    if device.type != "cuda":
+        return None, nullcontext()
+    stream = torch.cuda.Stream(device=device)
+    return stream, torch.cuda.stream(stream)
+
+
+def copy_kept_blocks(src: WindowBuffer, dst: WindowBuffer, window: Window, blocks: list[tuple[int, int]]) -> float:
+    """Device → device copies of ``blocks`` from ``src`` (its current window) into ``dst`` at ``window``."""
+    t0 = time.perf_counter()
+    stream, selected = _stream_context(dst.flat.device)
+    with selected:
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(dst.flat.device))
+        for block in blocks:
+            for spec in dst.layout.planes:
+                dst.slot(spec.name, block, window).copy_(src.slot(spec.name, block), non_blocking=True)
+    if stream is not None:
+        stream.synchronize()
+    return time.perf_counter() - t0
+
+
+def copy_new_blocks(store, dst: WindowBuffer, window: Window, blocks: list[tuple[int, int]]) -> tuple[float, int]:
+    """Host → device copies of ``blocks`` from ``store`` into ``dst`` at ``window``; (seconds, bytes)."""
+    t0 = time.perf_counter()
+    nbytes = 0
+    stream, selected = _stream_context(dst.flat.device)
+    with selected:
+        for block in blocks:
+            for name, t in store.block(*block).items():
+                dst.slot(name, block, window).copy_(t, non_blocking=True)
+                nbytes += t.numel() * t.element_size()
+    if stream is not None:
+        stream.synchronize()
+    return time.perf_counter() - t0, nbytes
+
+
+def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Window, overlap: bool = True,
+                pool: ThreadPoolExecutor | None = None) -> FillTiming:
+    """Fill ``dst`` with ``window``: kept blocks from ``src`` (device → device), the rest from ``store``.
+
+    Args:
+        src: the buffer the renderer reads (its ``window`` is the current one), or None (all blocks new).
+        overlap: run the device copies on a worker of ``pool`` while this thread copies from the host;
+            False: one after the other (the reference the benchmark compares against).
+        pool: a thread pool for the overlapped device copies (one is made for the call if None).
+    Returns:
+        The timing; ``dst.window`` is set to ``window`` once every copy has finished.
+    """
+    held = src.window if src is not None else None
+    kept = [b for b in window.blocks() if held is not None and held.holds(b)]
+    new = [b for b in window.blocks() if held is None or not held.holds(b)]
+    timing = FillTiming(kept_blocks=len(kept), new_blocks=len(new), overlapped=overlap, blocks=new)
+    t0 = time.perf_counter()
+    if overlap and kept:
+        own_pool = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=1)
+        try:
+            device_copies = pool.submit(copy_kept_blocks, src, dst, window, kept)
+            timing.host_copy_s, timing.new_bytes = copy_new_blocks(store, dst, window, new)
+            timing.device_copy_s = device_copies.result()
+        finally:
+            if own_pool:
+                pool.shutdown()
+    else:
+        if kept:
+            timing.device_copy_s = copy_kept_blocks(src, dst, window, kept)
+        timing.host_copy_s, timing.new_bytes = copy_new_blocks(store, dst, window, new)
+    timing.total_s = time.perf_counter() - t0
+    dst.window = window
+    return timing

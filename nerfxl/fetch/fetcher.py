@@ -1,0 +1,181 @@
+"""Dynamic fetching: keep the N × N blocks around the camera on the device, ping-pong (landmark.md §6).
+
+Before each frame, :meth:`DynamicFetcher.prepare` looks at the camera:
+
+1. a fetch that has finished since the last frame is taken: the buffers swap roles (compute ↔
+   prefetch) and the grid reads the new window — on the first frame after the copy completed;
+2. if the compute window holds the frame's footprint (:mod:`.limits`), the frame renders from it at once;
+   when the camera has moved more than ``trigger`` blocks from the window's centre (in the direction it
+   moves) the window re-centred on the camera is fetched in the background into the prefetch buffer;
+3. only a frame the compute window cannot show waits: for the fetch in flight if its window will do,
+   otherwise for a direct re-centre on the camera (a long jump).
+
+So rendering never waits for a fetch it does not need yet. Copies run on a background thread
+(:func:`.buffers.fill_window`: kept blocks device → device while new blocks come host → device).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from nerfxl.data.cameras import Cameras
+
+from .buffers import FillTiming, WindowBuffer, fill_window
+from .field import FetchWindowGrid
+from .limits import TRIGGER_BLOCKS, camera_position_in_blocks, check_camera, footprint, footprint_in_blocks
+from .window import BlockLayout, Window
+
+
+@dataclass
+class FrameFetch:
+    """What :meth:`DynamicFetcher.prepare` did before one frame."""
+
+    window: Window
+    swapped: bool = False
+    started: Window | None = None
+    waited_s: float = 0.0
+    recentred: bool = False
+
+
+@dataclass
+class FetchLog:
+    """Every fill so far (timings) and the frames that had to wait."""
+
+    fills: list[FillTiming] = field(default_factory=list)
+    waits: int = 0
+    swaps: int = 0
+
+
+class DynamicFetcher:
+    """Ping-pong window buffers for one :class:`FetchWindowGrid`, filled from a host block store.
+
+    Args:
+        grid: the renderer's window grid (it reads the compute buffer).
+        store: the host block store (:mod:`.store`).
+        z_range: the scene box's (bottom, top) z in model units (for the cameras' footprints).
+        trigger: blocks from the window centre at which the next fetch starts.
+        overlap: overlap device → device and host → device copies (False: one after the other).
+        camera_limits: "error" (a one-line error for a camera that sees past any window) or "clamp"
+            (lower it until it does not).
+    """
+
+    def __init__(self, grid: FetchWindowGrid, store, z_range: tuple[float, float], trigger: float = TRIGGER_BLOCKS,
+                 overlap: bool = True, camera_limits: str = "error"):
+        self.grid = grid
+        self.store = store
+        self.layout: BlockLayout = grid.layout
+        self.n = grid.n
+        self.layout.check_neighbourhood(self.n)
+        self.z_range = z_range
+        self.trigger = trigger
+        self.overlap = overlap
+        self.camera_limits = camera_limits
+        device = grid.density_lines[0].device
+        dtype = grid.density_lines[0].dtype
+        self.compute = WindowBuffer(self.layout, self.n, device, dtype)
+        self.prefetch = WindowBuffer(self.layout, self.n, device, dtype)
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerfxl-fetch")
+        self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerfxl-fetch-d2d")
+        self._pending: Future | None = None
+        self._pending_window: Window | None = None
+        self.log = FetchLog()
+
+    # ------------------------------------------------------------------ buffers
+    @property
+    def buffer_bytes(self) -> int:
+        """Device bytes of both window buffers (what dynamic fetching adds to the resident modules)."""
+        return self.compute.nbytes + self.prefetch.nbytes
+
+    def _fill(self, window: Window) -> FillTiming:
+        timing = fill_window(self.store, self.compute if self.compute.window else None, self.prefetch, window,
+                             overlap=self.overlap, pool=self._copier)
+        self.log.fills.append(timing)
+        return timing
+
+    def _swap(self) -> None:
+        self.compute, self.prefetch = self.prefetch, self.compute
+        self.grid.show(self.compute.planes, self.compute.window)
+        self.log.swaps += 1
+
+    def _start(self, window: Window) -> None:
+        self._pending_window = window
+        self._pending = self._background.submit(self._fill, window)
+
+    def _finish_pending(self) -> float:
+        """Wait for the fetch in flight (if any), swap to it; returns the seconds waited."""
+        if self._pending is None:
+            return 0.0
+        t0 = time.perf_counter()
+        self._pending.result()  # re-raises a failed copy here, on the rendering thread
+        waited = time.perf_counter() - t0
+        self._pending = self._pending_window = None
+        self._swap()
+        return waited
+
+    def load(self, window: Window) -> None:
+        """Load ``window`` now and show it (the first frame, or a direct re-centre)."""
+        self._finish_pending()
+        self._fill(window)
+        self._swap()
+
+    # ------------------------------------------------------------------ per frame
+    def prepare(self, cameras: Cameras, index: int) -> tuple[Cameras, FrameFetch]:
+        """Make camera ``index``'s view renderable; returns the cameras (one lowered with
+        ``camera_limits="clamp"``) and what was done."""
+        cameras = check_camera(self.layout, cameras, index, self.n, self.z_range, self.camera_limits)
+        position = camera_position_in_blocks(self.layout, cameras, index)
+        rect = footprint_in_blocks(self.layout, footprint(cameras, index, self.z_range))
+        target = self.layout.window_around(position, self.n)
+        report = FrameFetch(window=target)
+        if self._pending is not None and self._pending.done():
+            self._finish_pending()
+            report.swapped = True
+        if self.compute.window is None:
+            self.load(target)
+            report.swapped = report.recentred = True
+        elif not self.layout.covers(self.compute.window, rect):
+            # This frame needs another window now.
+            if self._pending is not None and self.layout.covers(self._pending_window, rect):
+                report.waited_s = self._finish_pending()
+            else:
+                t0 = time.perf_counter()
+                self.load(target)
+                report.waited_s = time.perf_counter() - t0
+                report.recentred = True
+            report.swapped = True
+            self.log.waits += 1
+        if (self._pending is None and target != self.compute.window
+                and self._moved_past_trigger(position, self.compute.window, target)):
+            self._start(target)
+            report.started = target
+        report.window = self.compute.window
+        return cameras, report
+
+    def _moved_past_trigger(self, position: tuple[float, float], window: Window, target: Window) -> bool:
+        cx, cy = window.centre
+        dx = abs(position[0] - cx) if target.x0 != window.x0 else 0.0
+        dy = abs(position[1] - cy) if target.y0 != window.y0 else 0.0
+        return max(dx, dy) > self.trigger
+
+    def close(self) -> None:
+        """Finish any fetch in flight and stop the copy threads."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        self._background.shutdown()
+        self._copier.shutdown()
+
+    def __enter__(self) -> "DynamicFetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def sync_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
