@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 import tyro
 
+from nerfxl.errors import ConfigError
 
 DEFAULT_PRESET = "city"
 
@@ -103,12 +104,14 @@ class Eval:
 
 @dataclass
 class Render:
-    """Render a run along a path (test views, an orbit, or a nerfstudio camera_path.json) to PNGs + MP4."""
+    """Render a run along a path (test views, an orbit, a flyover, or a nerfstudio camera_path.json) to
+    PNGs + MP4; with --dynamic-fetch only the blocks around the camera are on the device."""
 
     run_dir: tyro.conf.Positional[Path]
     """The run folder."""
     path: str = "orbit"
-    """"orbit", "test", "train", or a nerfstudio camera_path.json file."""
+    """"orbit", "flyover" (a loop over the ground, looking ahead and down), "test", "train", or a
+    nerfstudio camera_path.json file."""
     output: Optional[Path] = None
     """Folder for frames and video (default RUN_DIR/renders/PATH)."""
     frames: int = 120
@@ -124,13 +127,42 @@ class Render:
     devices: int = 1
     """Processes to render on, each holding its share of the tiles; must divide the run's number of tiles
     (under torchrun the world size decides)."""
+    video: Optional[Path] = None
+    """Where to write the MP4 (default OUTPUT/video.mp4)."""
+    dynamic_fetch: bool = False
+    """Stream the ground plane's blocks: only a --neighbourhood × --neighbourhood window of blocks around
+    the camera (twice: ping-pong) is on the device (docs/fetching.md). One ground-plane model, one process."""
+    neighbourhood: int = 3
+    """With --dynamic-fetch: the window is N × N blocks (N ≥ 2)."""
+    blocks: Optional[str] = None
+    """With --dynamic-fetch: NXxNY, how a single-model run is cut into blocks (a plane-parallel or
+    `nerfxl split` run is already cut)."""
+    block_store: Literal["memory", "mmap"] = "memory"
+    """With --dynamic-fetch: keep every block in host memory (pinned on GPUs), or read each block from the
+    memory-mapped checkpoint when needed (models larger than host memory)."""
+    camera_limits: Literal["error", "clamp"] = "error"
+    """With --dynamic-fetch: a camera that sees past the window stops the render with an error, or is
+    lowered until it does not."""
 
     def main(self) -> None:
-        from nerfxl.render import render_run
+        from nerfxl.render import render_fetching, render_run
 
-        path = self.path if self.path in ("orbit", "test", "train") else Path(self.path)
+        path = self.path if self.path in ("orbit", "flyover", "test", "train") else Path(self.path)
+        if self.dynamic_fetch:
+            if self.devices != 1:
+                raise ConfigError("--dynamic-fetch renders on one process (--devices 1)")
+            result = render_fetching(self.run_dir, path, self.output, self.frames, self.fps, self.resolution_scale,
+                                     self.device, self.depth, video=self.video, neighbourhood=self.neighbourhood,
+                                     blocks=self.blocks, store=self.block_store, camera_limits=self.camera_limits)
+            seconds = sorted(result["frame_seconds"])
+            print(f"rendered {result['frames']} frames to {result['folder']}; video: {result['video']}\n"
+                  f"  dynamic fetching: {result['neighbourhood']}×{result['neighbourhood']} of {result['blocks']} blocks, "
+                  f"{result['buffer_bytes'] / 1e6:.2f} MB of window buffers, {result['fetches']} fetches, "
+                  f"{result['frames_waiting']} frames waited; frame time p50 {seconds[len(seconds) // 2]:.3f} s, "
+                  f"max {seconds[-1]:.3f} s")
+            return
         result = render_run(self.run_dir, path, self.output, self.frames, self.fps, self.resolution_scale, self.device,
-                            self.depth, devices=self.devices)
+                            self.depth, devices=self.devices, video=self.video)
         if result is None:  # a rank other than 0 under torchrun
             return
         print(f"rendered {result['frames']} frames to {result['folder']}; video: {result['video']}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ from nerfxl.errors import DataError
 from nerfxl.evaluate import render_image, run_on_processes, to_uint8
 from nerfxl.parallel.distributed import DistContext
 
-PathKind = Literal["orbit", "test", "train"]
+PathKind = Literal["orbit", "flyover", "test", "train"]
+FLYOVER_TILT_DEG = 30.0
 
 
 def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
@@ -70,30 +72,29 @@ def flyover_path(scene_box: Tensor, n_frames: int, height: float, tilt_deg: floa
     """[n_frames, 3, 4] a loop over the ground at ``height`` above the box's bottom (z up), looking ahead
     and down, ``tilt_deg`` from straight down.
 
-    The loop is a rounded square spanning ``extent`` of the box's x-y size, flown once at constant speed,
-    so along a city it crosses many block borders in both directions.
+    The loop is a rounded square (the superellipse |x|⁴ + |y|⁴ = 1) spanning ``extent`` of the box's x-y
+    size, flown once at constant speed, so along a city it crosses many block borders in both directions.
     """
     lo, hi = scene_box[0].double(), scene_box[1].double()
-    centre, half = 0.5 * (lo + hi), 0.5 * extent * (hi - lo)
-    poses = []
+    centre, half = 0.5 * (lo[:2] + hi[:2]), 0.5 * extent * (hi[:2] - lo[:2])
+    phi = torch.linspace(0, 2 * math.pi, 64 * max(n_frames, 8) + 1, dtype=torch.float64)
+    c, s_ = torch.cos(phi), torch.sin(phi)
+    curve = centre + half * torch.stack([c.sign() * c.abs().sqrt(), s_.sign() * s_.abs().sqrt()], dim=1)
+    # Resample by arc length: equal distances between frames.
+    arc = torch.cat([torch.zeros(1, dtype=torch.float64), (curve[1:] - curve[:-1]).norm(dim=1).cumsum(0)])
+    wanted = torch.arange(n_frames + 1, dtype=torch.float64) * (arc[-1] / n_frames)
+    index = torch.searchsorted(arc, wanted).clamp(1, len(arc) - 1)
+    w = ((wanted - arc[index - 1]) / (arc[index] - arc[index - 1]).clamp_min(1e-12))[:, None]
+    points = (1 - w) * curve[index - 1] + w * curve[index]
     tilt = math.radians(tilt_deg)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    poses = []
     for i in range(n_frames):
-        phi = 2 * math.pi * i / n_frames
-        # A superellipse (|x|^4 + |y|^4 = 1): straight-ish runs along both axes, smooth corners.
-        c, s_ = math.cos(phi), math.sin(phi)
-        x = math.copysign(abs(c) ** 0.5, c)
-        y = math.copysign(abs(s_) ** 0.5, s_)
-        eye = torch.tensor([centre[0] + half[0] * x, centre[1] + half[1] * y, lo[2] + height], dtype=torch.float64)
-        # Heading: towards the next point of the loop.
-        phi2 = phi + 2 * math.pi / max(n_frames, 8)
-        c2, s2 = math.cos(phi2), math.sin(phi2)
-        ahead = torch.tensor([centre[0] + half[0] * math.copysign(abs(c2) ** 0.5, c2),
-                              centre[1] + half[1] * math.copysign(abs(s2) ** 0.5, s2), eye[2]], dtype=torch.float64)
-        heading = ahead - eye
+        eye = torch.cat([points[i], (lo[2] + height).reshape(1)])
+        heading = torch.cat([points[i + 1] - points[i], torch.zeros(1, dtype=torch.float64)])
         heading = heading / heading.norm().clamp_min(1e-12)
-        view = math.sin(tilt) * heading + torch.tensor([0.0, 0.0, -math.cos(tilt)], dtype=torch.float64)
-        poses.append(look_at(eye, eye + view, heading if tilt_deg < 1 else torch.tensor([0.0, 0.0, 1.0],
-                                                                                       dtype=torch.float64)))
+        view = math.sin(tilt) * heading - math.cos(tilt) * up
+        poses.append(look_at(eye, eye + view, heading if tilt_deg < 1 else up))
     return torch.stack(poses).float()
 
 
@@ -156,12 +157,15 @@ def frame_image(rendered: dict[str, Tensor], depth: bool) -> np.ndarray:
     return np.concatenate([rgb, gray], axis=1)
 
 
-def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video_name: str = "video.mp4",
-                depth: bool = False, progress: bool = True, ctx: DistContext | None = None) -> dict | None:
-    """Render every camera (model frame) to PNGs and an MP4 in ``out_dir``.
+def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video: Path | None = None,
+                depth: bool = False, progress: bool = True, ctx: DistContext | None = None,
+                before_frame: Callable[[Cameras, int], Cameras] | None = None) -> dict | None:
+    """Render every camera (model frame) to PNGs in ``out_dir`` and an MP4 (``video``, default
+    ``out_dir/video.mp4``).
 
-    Every process of ``ctx`` must call it; rank 0 writes the files and returns the summary, the
-    others return None.
+    Every process of ``ctx`` must call it; rank 0 writes the files and returns the summary (with each
+    frame's seconds), the others return None. ``before_frame(cameras, i)`` runs before frame i and may
+    return changed cameras (dynamic fetching: load the window, clamp the camera).
     """
     import imageio.v3 as iio
     from tqdm.auto import tqdm
@@ -169,47 +173,62 @@ def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, vi
     main = ctx is None or ctx.is_main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    frames = []
+    frames, seconds = [], []
     for i in tqdm(range(len(cameras)), desc="render", disable=not (progress and main), unit="frame"):
+        t0 = time.perf_counter()
+        if before_frame is not None:
+            cameras = before_frame(cameras, i)
         rendered = render_image(renderer, cameras, i, ctx)
+        seconds.append(time.perf_counter() - t0)
         if rendered is None:
             continue
         frames.append(frame_image(rendered, depth))
         iio.imwrite(out_dir / f"frame_{i:05d}.png", frames[-1])
     if not main:
         return None
-    video = out_dir / video_name
+    video = Path(video) if video is not None else out_dir / "video.mp4"
     write_video(frames, video, fps)
-    return {"frames": len(frames), "folder": str(out_dir), "video": str(video)}
+    return {"frames": len(frames), "folder": str(out_dir), "video": str(video), "frame_seconds": seconds}
 
 
-def path_cameras(run, path: PathKind | Path, n_frames: int, fps: float) -> tuple[Cameras, str, float]:
+def path_cameras(run, path: PathKind | Path, n_frames: int, fps: float,
+                 flyover_height: Callable[[Cameras], float] | None = None) -> tuple[Cameras, str, float]:
     """A path's cameras in the model frame of ``run`` (a TrainedRun), its name and its frame rate
-    (a camera path file's own fps replaces ``fps``)."""
+    (a camera path file's own fps replaces ``fps``). ``flyover_height(camera)``: the flyover's height
+    above the ground for the training intrinsics (default: the training cameras' median height)."""
     from nerfxl.train import load_split
 
-    if isinstance(path, Path) or path not in ("orbit", "test", "train"):
+    if isinstance(path, Path) or path not in ("orbit", "flyover", "test", "train"):
         poses, fov, w, h, fps = read_camera_path(Path(path))
         return cameras_for_poses(run.transform.poses(poses), w, h, fov), Path(path).stem, fps
     data = load_split(run.config, "test" if path == "test" else "train")
     cams = run.transform.cameras(data.cameras)
+    box = run.renderer.scene_box.cpu()
     if path == "orbit":
-        poses = orbit_path(cams, run.renderer.scene_box.cpu(), n_frames)
-        cams = Cameras.create(poses, cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0], cams.width[0], cams.height[0])
+        poses = orbit_path(cams, box, n_frames)
+    elif path == "flyover":
+        first = cams[0]
+        height = (flyover_height(first) if flyover_height is not None
+                  else float((cams.positions[:, 2] - box[0, 2]).median()))
+        poses = flyover_path(box, n_frames, height, FLYOVER_TILT_DEG)
+    else:
+        return cams, path, fps
+    cams = Cameras.create(poses, cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0], cams.width[0], cams.height[0])
     return cams, path, fps
 
 
 def render_run(run_dir: Path, path: PathKind | Path = "orbit", output: Path | None = None, n_frames: int = 120,
                fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
-               progress: bool = True, devices: int = 1) -> dict | None:
+               progress: bool = True, devices: int = 1, video: Path | None = None) -> dict | None:
     """Render a run's latest checkpoint along a path on ``devices`` processes → PNGs + MP4 in
     ``output`` (default RUN/renders/NAME). Returns the summary (None on ranks other than 0 under torchrun)."""
     return run_on_processes(render_on_process, run_dir, devices, device,
-                            args=(Path(run_dir), path, output, n_frames, fps, resolution_scale, depth, progress))
+                            args=(Path(run_dir), path, output, n_frames, fps, resolution_scale, depth, progress, video))
 
 
 def render_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, output: Path | None, n_frames: int,
-                      fps: float, resolution_scale: float, depth: bool, progress: bool) -> dict | None:
+                      fps: float, resolution_scale: float, depth: bool, progress: bool,
+                      video: Path | None = None) -> dict | None:
     """One process's part of :func:`render_run` (module level: the spawner pickles it by name)."""
     from nerfxl.trained import load_trained
 
@@ -218,7 +237,60 @@ def render_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, ou
     if resolution_scale != 1.0:
         cams = cams.rescale(resolution_scale)
     out_dir = Path(output) if output else run_dir / "renders" / name
-    result = render_path(run.renderer, cams.to(ctx.device), out_dir, fps=fps, depth=depth, progress=progress, ctx=ctx)
+    result = render_path(run.renderer, cams.to(ctx.device), out_dir, fps=fps, depth=depth, progress=progress, ctx=ctx,
+                         video=video)
     if result is not None:
         result["step"] = run.step
+    return result
+
+
+def render_fetching(run_dir: Path, path: PathKind | Path = "flyover", output: Path | None = None, n_frames: int = 120,
+                    fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
+                    progress: bool = True, video: Path | None = None, neighbourhood: int = 3, blocks: str | None = None,
+                    store: str = "memory", camera_limits: str = "error", overlap: bool = True) -> dict:
+    """Render a ground-plane run along a path with dynamic fetching (one process): only the N × N blocks
+    around the camera are on the device (docs/fetching.md). The flyover flies at 80 % of the height limit
+    for its tilt. Returns the summary with the fetch statistics."""
+    from nerfxl.fetch.limits import TRIGGER_BLOCKS, CameraLimits, half_diagonal_fov_deg
+    from nerfxl.fetch.load import load_for_fetching
+
+    fetching = load_for_fetching(run_dir, neighbourhood, blocks, device, store, overlap, camera_limits)
+    run, fetcher = fetching.trained, fetching.fetcher
+
+    def limits_for(camera: Cameras) -> CameraLimits:
+        return CameraLimits(neighbourhood, min(fetching.layout.block_size), half_diagonal_fov_deg(camera),
+                            TRIGGER_BLOCKS, margin_blocks=0.2)
+
+    def flyover_height(camera: Cameras) -> float:
+        return 0.8 * limits_for(camera.rescale(resolution_scale)).max_height(FLYOVER_TILT_DEG)
+
+    cams, name, fps = path_cameras(run, path, n_frames, fps, flyover_height)
+    if resolution_scale != 1.0:
+        cams = cams.rescale(resolution_scale)
+    out_dir = Path(output) if output else Path(run_dir) / "renders" / f"{name}-fetched"
+    reports = []
+
+    def before_frame(cameras: Cameras, i: int) -> Cameras:
+        cameras, report = fetcher.prepare(cameras, i)
+        reports.append(report)
+        return cameras
+
+    try:
+        result = render_path(run.renderer, cams.to(run.renderer.scene_box.device), out_dir, fps=fps, depth=depth,
+                             progress=progress, video=video, before_frame=before_frame)
+    finally:
+        fetcher.close()
+    fills = fetcher.log.fills
+    result.update({
+        "step": run.step,
+        "neighbourhood": neighbourhood,
+        "blocks": str(fetching.layout.split),
+        "buffer_bytes": fetcher.buffer_bytes,
+        "fetches": len(fills),
+        "frames_waiting": fetcher.log.waits,
+        "wait_seconds": [r.waited_s for r in reports],
+        "fetch_seconds": [f.total_s for f in fills],
+        "limits": {"max_height_at_30deg": limits_for(cams[0]).max_height(FLYOVER_TILT_DEG),
+                   "block_size": list(fetching.layout.block_size)},
+    })
     return result
