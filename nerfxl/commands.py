@@ -10,8 +10,6 @@ from typing import Literal, Optional
 
 import tyro
 
-from nerfxl.errors import ConfigError
-
 DEFAULT_PRESET = "city"
 
 
@@ -126,7 +124,8 @@ class Render:
     """"auto", "cpu", "cuda" or "cuda:N"."""
     devices: int = 1
     """Processes to render on, each holding its share of the tiles; must divide the run's number of tiles
-    (under torchrun the world size decides)."""
+    (under torchrun the world size decides). With --dynamic-fetch every process holds the same window
+    and renders a share of each frame's pixels."""
     video: Optional[Path] = None
     """Where to write the MP4 (default OUTPUT/video.mp4)."""
     dynamic_fetch: bool = False
@@ -149,11 +148,12 @@ class Render:
 
         path = self.path if self.path in ("orbit", "flyover", "test", "train") else Path(self.path)
         if self.dynamic_fetch:
-            if self.devices != 1:
-                raise ConfigError("--dynamic-fetch renders on one process (--devices 1)")
             result = render_fetching(self.run_dir, path, self.output, self.frames, self.fps, self.resolution_scale,
                                      self.device, self.depth, video=self.video, neighbourhood=self.neighbourhood,
-                                     blocks=self.blocks, store=self.block_store, camera_limits=self.camera_limits)
+                                     blocks=self.blocks, store=self.block_store, camera_limits=self.camera_limits,
+                                     devices=self.devices)
+            if result is None:  # a rank other than 0 under torchrun
+                return
             seconds = sorted(result["frame_seconds"])
             print(f"rendered {result['frames']} frames to {result['folder']}; video: {result['video']}\n"
                   f"  dynamic fetching: {result['neighbourhood']}×{result['neighbourhood']} of {result['blocks']} blocks, "

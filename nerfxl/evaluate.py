@@ -53,6 +53,31 @@ def render_image(renderer: TiledRenderer, cameras: Cameras, index: int, ctx: Dis
     }
 
 
+@torch.no_grad()
+def render_image_by_rows(renderer: TiledRenderer, cameras: Cameras, index: int,
+                         ctx: DistContext) -> dict[str, Tensor] | None:
+    """:func:`render_image` with every process of ``ctx`` holding the same model (or the same window of
+    it): process r renders the r-th contiguous share of the pixels alone and rank 0 gathers the image
+    (None elsewhere). Every process must call it."""
+    from nerfxl.parallel.distributed import gather_to_main
+
+    rays = generate_image_rays(cameras, index)
+    rays.image_indices = torch.full_like(rays.image_indices, -1)
+    n = len(rays)
+    share = -(-n // ctx.world_size)
+    mine = rays[min(ctx.rank * share, n): min((ctx.rank + 1) * share, n)]
+    out = render_rays_chunked_to_main(renderer, mine, local_context(renderer))
+    packed = torch.cat([out.rgb, out.depth[:, None], out.opacity[:, None]], dim=1)
+    packed = torch.cat([packed, packed.new_zeros(share - len(packed), 5)])  # equal shapes for the gather
+    gathered = gather_to_main(packed, ctx)
+    if gathered is None:
+        return None
+    h, w = int(cameras.height[index]), int(cameras.width[index])
+    image = gathered[:n].cpu()
+    return {"rgb": image[:, :3].reshape(h, w, 3).clamp(0, 1), "depth": image[:, 3].reshape(h, w),
+            "opacity": image[:, 4].reshape(h, w)}
+
+
 def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
     """PSNR and SSIM of [H, W, 3] images in [0, 1]."""
     # Imported here: torchmetrics takes seconds to import, which every spawned rank would pay otherwise.

@@ -159,13 +159,15 @@ def frame_image(rendered: dict[str, Tensor], depth: bool) -> np.ndarray:
 
 def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video: Path | None = None,
                 depth: bool = False, progress: bool = True, ctx: DistContext | None = None,
-                before_frame: Callable[[Cameras, int], Cameras] | None = None) -> dict | None:
+                before_frame: Callable[[Cameras, int], Cameras] | None = None,
+                render_frame: Callable = render_image) -> dict | None:
     """Render every camera (model frame) to PNGs in ``out_dir`` and an MP4 (``video``, default
     ``out_dir/video.mp4``).
 
     Every process of ``ctx`` must call it; rank 0 writes the files and returns the summary (with each
     frame's seconds), the others return None. ``before_frame(cameras, i)`` runs before frame i and may
-    return changed cameras (dynamic fetching: load the window, clamp the camera).
+    return changed cameras (dynamic fetching: load the window, clamp the camera); ``render_frame``
+    replaces :func:`render_image` (same arguments).
     """
     import imageio.v3 as iio
     from tqdm.auto import tqdm
@@ -178,7 +180,7 @@ def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, vi
         t0 = time.perf_counter()
         if before_frame is not None:
             cameras = before_frame(cameras, i)
-        rendered = render_image(renderer, cameras, i, ctx)
+        rendered = render_frame(renderer, cameras, i, ctx)
         seconds.append(time.perf_counter() - t0)
         if rendered is None:
             continue
@@ -247,14 +249,32 @@ def render_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, ou
 def render_fetching(run_dir: Path, path: PathKind | Path = "flyover", output: Path | None = None, n_frames: int = 120,
                     fps: float = 24.0, resolution_scale: float = 1.0, device: str = "auto", depth: bool = False,
                     progress: bool = True, video: Path | None = None, neighbourhood: int = 3, blocks: str | None = None,
-                    store: str = "memory", camera_limits: str = "error", overlap: bool = True) -> dict:
-    """Render a ground-plane run along a path with dynamic fetching (one process): only the N × N blocks
-    around the camera are on the device (docs/fetching.md). The flyover flies at 80 % of the height limit
-    for its tilt. Returns the summary with the fetch statistics."""
+                    store: str = "memory", camera_limits: str = "error", overlap: bool = True,
+                    devices: int = 1) -> dict | None:
+    """Render a ground-plane run along a path with dynamic fetching: only the N × N blocks around the
+    camera are on each device (docs/fetching.md). With ``devices`` > 1 every process holds the same
+    window (rank 0 reads the host and broadcasts the new blocks) and renders a share of every frame's
+    pixels. The flyover flies at 80 % of the height limit for its tilt. Returns rank 0's summary with
+    the fetch statistics (None on other ranks under torchrun)."""
+    from nerfxl.parallel.launch import launch, launched_externally
+
+    args = (Path(run_dir), path, output, n_frames, fps, resolution_scale, depth, progress, video, neighbourhood, blocks,
+            store, camera_limits, overlap)
+    return launch(render_fetching_on_process, None if launched_externally() else devices, args=args,
+                  device=device).get(0)
+
+
+def render_fetching_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, output: Path | None,
+                               n_frames: int, fps: float, resolution_scale: float, depth: bool, progress: bool,
+                               video: Path | None, neighbourhood: int, blocks: str | None, store: str,
+                               camera_limits: str, overlap: bool) -> dict | None:
+    """One process's part of :func:`render_fetching` (module level: the spawner pickles it by name)."""
+    from nerfxl.evaluate import render_image_by_rows
     from nerfxl.fetch.limits import TRIGGER_BLOCKS, CameraLimits, half_diagonal_fov_deg
     from nerfxl.fetch.load import load_for_fetching
 
-    fetching = load_for_fetching(run_dir, neighbourhood, blocks, device, store, overlap, camera_limits)
+    fetching = load_for_fetching(run_dir, neighbourhood, blocks, str(ctx.device), store, overlap, camera_limits,
+                                 ctx=ctx)
     run, fetcher = fetching.trained, fetching.fetcher
 
     def limits_for(camera: Cameras) -> CameraLimits:
@@ -275,14 +295,19 @@ def render_fetching(run_dir: Path, path: PathKind | Path = "flyover", output: Pa
         reports.append(report)
         return cameras
 
+    shared = ctx.world_size > 1
     try:
-        result = render_path(run.renderer, cams.to(run.renderer.scene_box.device), out_dir, fps=fps, depth=depth,
-                             progress=progress, video=video, before_frame=before_frame)
+        result = render_path(run.renderer, cams.to(ctx.device), out_dir, fps=fps, depth=depth, progress=progress,
+                             video=video, ctx=ctx if shared else None, before_frame=before_frame,
+                             render_frame=render_image_by_rows if shared else render_image)
     finally:
         fetcher.close()
+    if result is None:
+        return None
     fills = fetcher.log.fills
     result.update({
         "step": run.step,
+        "processes": ctx.world_size,
         "neighbourhood": neighbourhood,
         "blocks": str(fetching.layout.split),
         "buffer_bytes": fetcher.buffer_bytes,
@@ -290,6 +315,7 @@ def render_fetching(run_dir: Path, path: PathKind | Path = "flyover", output: Pa
         "frames_waiting": fetcher.log.waits,
         "wait_seconds": [r.waited_s for r in reports],
         "fetch_seconds": [f.total_s for f in fills],
+        "host_bytes_read": sum(f.new_bytes for f in fills),
         "limits": {"max_height_at_30deg": limits_for(cams[0]).max_height(FLYOVER_TILT_DEG),
                    "block_size": list(fetching.layout.block_size)},
     })

@@ -9,6 +9,10 @@ device → device from the compute buffer, the others host → device from the b
 streams of copies have no data dependency, so with ``overlap`` they run at the same time (two threads;
 on CUDA each with its own stream, so the copy engines work in parallel with each other and with
 rendering). Neighbouring blocks share a border row/column, which both write with the same values.
+
+With several processes (``ctx``), only rank 0 reads the host: it copies each new block to the device and
+starts broadcasting it at once, then copies the next while that one travels; the other processes
+receive the blocks and place them (:func:`copy_new_blocks_shared`).
 """
 
 from __future__ import annotations
@@ -104,8 +108,44 @@ def copy_new_blocks(store, dst: WindowBuffer, window: Window, blocks: list[tuple
     return time.perf_counter() - t0, nbytes
 
 
+def copy_new_blocks_shared(store, dst: WindowBuffer, window: Window, blocks: list[tuple[int, int]],
+                           ctx) -> tuple[float, int]:
+    """:func:`copy_new_blocks` on every process of ``ctx``: rank 0 reads ``store`` and broadcasts each
+    block right after its host → device copy; the others receive them (their store is not read).
+    Every process must call it with the same blocks. Returns (seconds, bytes copied from the host)."""
+    from nerfxl.parallel.distributed import broadcast_async
+
+    t0 = time.perf_counter()
+    layout, device = dst.layout, dst.flat.device
+    staging = torch.empty(len(blocks), layout.block_numel, dtype=dst.flat.dtype, device=device)
+    handles, nbytes = [], 0
+    for i, block in enumerate(blocks):
+        if ctx.rank == 0:
+            tensors = store.block(*block)
+            offset = 0
+            for spec in layout.planes:
+                staging[i, offset: offset + spec.block_numel].view(1, spec.channels, spec.block_rows,
+                                                                    spec.block_cols).copy_(tensors[spec.name])
+                offset += spec.block_numel
+            nbytes += staging[i].numel() * staging.element_size()
+            if device.type == "cuda":
+                torch.cuda.current_stream(device).synchronize()  # the bytes are on the device before they travel
+        handles.append(broadcast_async(staging[i], ctx, src=0, name="fetch_broadcast"))
+    for i, (block, handle) in enumerate(zip(blocks, handles)):
+        if handle is not None:
+            handle.wait()
+        offset = 0
+        for spec in layout.planes:
+            piece = staging[i, offset: offset + spec.block_numel]
+            dst.slot(spec.name, block, window).copy_(piece.view(1, spec.channels, spec.block_rows, spec.block_cols))
+            offset += spec.block_numel
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return time.perf_counter() - t0, nbytes
+
+
 def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Window, overlap: bool = True,
-                pool: ThreadPoolExecutor | None = None) -> FillTiming:
+                pool: ThreadPoolExecutor | None = None, ctx=None) -> FillTiming:
     """Fill ``dst`` with ``window``: kept blocks from ``src`` (device → device), the rest from ``store``.
 
     Args:
@@ -113,6 +153,8 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
         overlap: run the device copies on a worker of ``pool`` while this thread copies from the host;
             False: one after the other (the reference the benchmark compares against).
         pool: a thread pool for the overlapped device copies (one is made for the call if None).
+        ctx: with several processes, the context the new blocks are broadcast on (rank 0 alone reads
+            ``store``); every process must fill the same windows in the same order.
     Returns:
         The timing; ``dst.window`` is set to ``window`` once every copy has finished.
     """
@@ -120,13 +162,19 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
     kept = [b for b in window.blocks() if held is not None and held.holds(b)]
     new = [b for b in window.blocks() if held is None or not held.holds(b)]
     timing = FillTiming(kept_blocks=len(kept), new_blocks=len(new), overlapped=overlap, blocks=new)
+    if ctx is not None and ctx.world_size > 1:
+        def copy_new():
+            return copy_new_blocks_shared(store, dst, window, new, ctx)
+    else:
+        def copy_new():
+            return copy_new_blocks(store, dst, window, new)
     t0 = time.perf_counter()
     if overlap and kept:
         own_pool = pool is None
         pool = pool or ThreadPoolExecutor(max_workers=1)
         try:
             device_copies = pool.submit(copy_kept_blocks, src, dst, window, kept)
-            timing.host_copy_s, timing.new_bytes = copy_new_blocks(store, dst, window, new)
+            timing.host_copy_s, timing.new_bytes = copy_new()
             timing.device_copy_s = device_copies.result()
         finally:
             if own_pool:
@@ -134,7 +182,7 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
     else:
         if kept:
             timing.device_copy_s = copy_kept_blocks(src, dst, window, kept)
-        timing.host_copy_s, timing.new_bytes = copy_new_blocks(store, dst, window, new)
+        timing.host_copy_s, timing.new_bytes = copy_new()
     timing.total_s = time.perf_counter() - t0
     dst.window = window
     return timing

@@ -12,6 +12,11 @@ Before each frame, :meth:`DynamicFetcher.prepare` looks at the camera:
 
 So rendering never waits for a fetch it does not need yet. Copies run on a background thread
 (:func:`.buffers.fill_window`: kept blocks device → device while new blocks come host → device).
+
+With several processes rendering the same frames (``ctx``), rank 0 alone reads the host and broadcasts
+each new block (on a second process group, since the copies run on another thread), and the processes
+agree once per frame whether the fetch in flight has finished everywhere, so that every process shows
+the same window and starts the same fetches in the same order.
 """
 
 from __future__ import annotations
@@ -61,10 +66,12 @@ class DynamicFetcher:
         overlap: overlap device → device and host → device copies (False: one after the other).
         camera_limits: "error" (a one-line error for a camera that sees past any window) or "clamp"
             (lower it until it does not).
+        ctx: the processes rendering together (None: this one alone); every one must call
+            :meth:`prepare` for the same cameras.
     """
 
     def __init__(self, grid: FetchWindowGrid, store, z_range: tuple[float, float], trigger: float = TRIGGER_BLOCKS,
-                 overlap: bool = True, camera_limits: str = "error"):
+                 overlap: bool = True, camera_limits: str = "error", ctx=None):
         self.grid = grid
         self.store = store
         self.layout: BlockLayout = grid.layout
@@ -83,6 +90,12 @@ class DynamicFetcher:
         self._pending: Future | None = None
         self._pending_window: Window | None = None
         self.log = FetchLog()
+        self.ctx = ctx
+        self.fetch_ctx = None
+        if ctx is not None and ctx.world_size > 1:
+            from nerfxl.parallel.distributed import duplicate_context
+
+            self.fetch_ctx = duplicate_context(ctx)
 
     # ------------------------------------------------------------------ buffers
     @property
@@ -92,7 +105,7 @@ class DynamicFetcher:
 
     def _fill(self, window: Window) -> FillTiming:
         timing = fill_window(self.store, self.compute if self.compute.window else None, self.prefetch, window,
-                             overlap=self.overlap, pool=self._copier)
+                             overlap=self.overlap, pool=self._copier, ctx=self.fetch_ctx)
         self.log.fills.append(timing)
         return timing
 
@@ -131,7 +144,7 @@ class DynamicFetcher:
         rect = footprint_in_blocks(self.layout, footprint(cameras, index, self.z_range))
         target = self.layout.window_around(position, self.n)
         report = FrameFetch(window=target)
-        if self._pending is not None and self._pending.done():
+        if self._fetch_finished():
             self._finish_pending()
             report.swapped = True
         if self.compute.window is None:
@@ -154,6 +167,15 @@ class DynamicFetcher:
             report.started = target
         report.window = self.compute.window
         return cameras, report
+
+    def _fetch_finished(self) -> bool:
+        """Whether a fetch is in flight and has finished (on every process of ``ctx``)."""
+        done = self._pending is not None and self._pending.done()
+        if self.fetch_ctx is None:
+            return done
+        from nerfxl.parallel.distributed import all_reduce_scalar
+
+        return all_reduce_scalar(float(done), self.ctx, op="min") > 0
 
     def _moved_past_trigger(self, position: tuple[float, float], window: Window, target: Window) -> bool:
         cx, cy = window.centre

@@ -49,13 +49,15 @@ def _read_header(path: Path) -> tuple[dict[str, tuple[int, ...]], object]:
 
 def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None = None, device: str = "auto",
                       store: str = "memory", overlap: bool = True, camera_limits: str = "error",
-                      checkpoint: Path | None = None) -> FetchingRun:
+                      checkpoint: Path | None = None, ctx=None) -> FetchingRun:
     """Open ``run_dir``'s checkpoint for rendering with an N × N window of blocks (N = ``neighbourhood``).
 
     Args:
         blocks: "NXxNY", how to cut a single-model run (a plane-parallel run is already cut; passing
             another cut is an error naming both).
         store: "memory" (all blocks in host memory, pinned for a GPU) or "mmap" (read on demand).
+        ctx: several processes rendering together: rank 0 alone keeps ``store`` (and broadcasts the
+            blocks), the others read nothing from the host.
     """
     from nerfxl.train import resolve_device, saved_strategy, tile_shard_name
     from nerfxl.trained import TrainedRun, run_checkpoint
@@ -129,9 +131,13 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     dev = resolve_device(device)
     renderer = renderer.to(dev).eval()
     source = BlockSource(ckpt, layout, per_block)
-    host = MemoryBlockStore(source, pin=dev.type == "cuda") if store == "memory" else MappedBlockStore(source)
+    reads_host = ctx is None or ctx.rank == 0
+    if store == "memory" and reads_host:
+        host = MemoryBlockStore(source, pin=dev.type == "cuda")
+    else:
+        host = MappedBlockStore(source)  # holds nothing (and, off rank 0, is never read)
     z_range = (float(box[0, 2]), float(box[1, 2]))
-    fetcher = DynamicFetcher(grid, host, z_range, overlap=overlap, camera_limits=camera_limits)
+    fetcher = DynamicFetcher(grid, host, z_range, overlap=overlap, camera_limits=camera_limits, ctx=ctx)
     trained = TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
                          int(state["step"]), ckpt)
     return FetchingRun(trained, fetcher, layout)

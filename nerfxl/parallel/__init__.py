@@ -25,6 +25,7 @@ _WHERE = {
     "gather_to_main": "distributed", "init_distributed": "distributed",
     "is_main_process": "distributed", "resolve_device": "distributed", "shutdown": "distributed",
     "single_process_context": "distributed", "split_into_replicas": "distributed",
+    "broadcast_async": "distributed", "duplicate_context": "distributed",
     "WorkerError": "launch", "launch": "launch", "launched_externally": "launch", "running_under_torchrun": "launch",
 }
 __all__ = sorted(_WHERE)

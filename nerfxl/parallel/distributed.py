@@ -521,6 +521,32 @@ def gather_to_main(t: Tensor, ctx: DistContext, dst: int = 0) -> Tensor | None:
     return None
 
 
+def broadcast_async(t: Tensor, ctx: DistContext, src: int = 0, name: str = "broadcast_async"):
+    """Start broadcasting ``t`` (contiguous, the same shape everywhere) from ``src`` into every process's
+    ``t``; returns a handle whose ``wait()`` completes it (None with one process: nothing to do).
+
+    For pipelines that keep working while the bytes travel (dynamic fetching: rank 0 copies the next
+    block while the previous one is broadcast)."""
+    if ctx.world_size == 1:
+        ctx.record(name, 0)
+        return None
+    ctx.record(name, _nbytes(t) if ctx.rank == src else 0)
+    return dist.broadcast(t, src=_global_rank(ctx, src), group=ctx.group, async_op=True)
+
+
+def duplicate_context(ctx: DistContext) -> DistContext:
+    """The same processes on a second process group, for collectives issued from another thread
+    (collectives of one group must be issued in one order; two threads sharing it could interleave them
+    differently on different processes). Every process of the job must call this, in the same order."""
+    if ctx.world_size == 1:
+        return DistContext(rank=0, world_size=1, local_rank=ctx.local_rank, device=ctx.device, timeout_s=ctx.timeout_s)
+    ranks = [_global_rank(ctx, r) for r in range(ctx.world_size)]
+    group = dist.new_group(ranks, timeout=timedelta(seconds=ctx.timeout_s))
+    # Its own counters (not counted into ctx's): another thread records into them.
+    return DistContext(rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank, device=ctx.device,
+                       backend=ctx.backend, group=group, timeout_s=ctx.timeout_s)
+
+
 def all_gather_bytes(data: bytes, ctx: DistContext) -> list[bytes]:
     """Every process's ``data`` (e.g. UTF-8 JSON), in rank order. Small control messages, no pickle."""
     if ctx.world_size == 1:

@@ -152,6 +152,11 @@ def _child_main(rank: int, world: int, port: int, fn, args, device, timeout_s: f
     if threads is not None:
         # D processes × all cores each would oversubscribe the CPU (torchrun sets OMP_NUM_THREADS=1).
         torch.set_num_threads(threads)
+    # tqdm's default lock is a multiprocessing semaphore registered with the parent's resource tracker;
+    # the os._exit below would leak it (a warning at the parent's exit). A progress bar is per process.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     ctx = None
     try:
         ctx = init_distributed(device, timeout_s)

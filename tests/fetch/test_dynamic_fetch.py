@@ -249,3 +249,24 @@ def test_cli_renders_a_flyover_with_dynamic_fetching(runs, tmp_path):
     assert video.is_file() and video.stat().st_size > 0
     assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 12
     assert "dynamic fetching: 3×3 of 4x4 blocks" in result.stdout
+
+
+def test_two_processes_share_each_window_and_only_rank_0_reads_the_host(runs, full_models, monkeypatch):
+    import fetch_workers
+
+    from nerfxl.parallel.launch import launch
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    fetching = load_for_fetching(runs["A"], 3, "8x8", device="cpu")
+    cameras = flyover(full_models["A"], fetching, 3, frames=60)
+    fetching.fetcher.close()
+    intrinsics = (cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height)
+    ranks = launch(fetch_workers.fly_on_every_rank, 2, args=(str(runs["A"]), "8x8", 3, cameras.camera_to_worlds,
+                                                             intrinsics), device="cpu", timeout_s=60, max_runtime_s=300)
+    assert ranks[0]["worst"] <= 1e-5
+    assert ranks[0]["windows"] == ranks[1]["windows"] and len(set(ranks[0]["windows"])) >= 8
+    assert ranks[0]["fetches"] == ranks[1]["fetches"] >= 8
+    assert ranks[1]["host_bytes"] == 0 and ranks[0]["host_bytes"] > 0
+    assert ranks[0]["broadcast_bytes"] == ranks[0]["host_bytes"]  # each new block read once, sent once
