@@ -71,10 +71,13 @@ class FillTiming:
 
 
 def _stream_context(device: torch.device):
-    """A fresh CUDA stream for this thread's copies (None on CPU) and the context that selects it."""
+    """A fresh CUDA stream for this thread's copies (None on CPU) and the context that selects it. The
+    stream first waits for the work queued on the device's default stream, where frames are rendered: the
+    buffer being filled was read by the last frames before the swap."""
     if device.type != "cuda":
         return None, nullcontext()
     stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.default_stream(device))
     return stream, torch.cuda.stream(stream)
 
 
@@ -83,8 +86,6 @@ def copy_kept_blocks(src: WindowBuffer, dst: WindowBuffer, window: Window, block
     t0 = time.perf_counter()
     stream, selected = _stream_context(dst.flat.device)
     with selected:
-        if stream is not None:
-            stream.wait_stream(torch.cuda.current_stream(dst.flat.device))
         for block in blocks:
             for spec in dst.layout.planes:
                 dst.slot(spec.name, block, window).copy_(src.slot(spec.name, block), non_blocking=True)
@@ -174,8 +175,10 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
         pool = pool or ThreadPoolExecutor(max_workers=1)
         try:
             device_copies = pool.submit(copy_kept_blocks, src, dst, window, kept)
-            timing.host_copy_s, timing.new_bytes = copy_new()
-            timing.device_copy_s = device_copies.result()
+            try:
+                timing.host_copy_s, timing.new_bytes = copy_new()
+            finally:  # never leave the other copy writing into the buffer behind a raised error
+                timing.device_copy_s = device_copies.result()
         finally:
             if own_pool:
                 pool.shutdown()
