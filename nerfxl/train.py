@@ -754,13 +754,19 @@ def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: P
         tensors = without_optimizer_state(shards[name])
         tile_part = {n: v for n, v in tensors.items() if not n.startswith("occupancy.")}
         occ_part = {n[len("occupancy."):]: v for n, v in tensors.items() if n.startswith("occupancy.")}
-        _load_strict(tile, tile_part, f"{path}/{name}.safetensors")
-        _load_strict(renderer.occupancy_grid(k), occ_part, f"{path}/{name}.safetensors (occupancy)")
-    shared = without_optimizer_state(shards["shared"])
+        load_strict(tile, tile_part, f"{path}/{name}.safetensors")
+        load_strict(renderer.occupancy_grid(k), occ_part, f"{path}/{name}.safetensors (occupancy)")
+    load_shared_state(field_module, shards["shared"], f"{path}/shared.safetensors")
+
+
+def load_shared_state(field_module, tensors: dict[str, Tensor], where) -> None:
+    """Load a checkpoint's shared shard (optimizer moments skipped) into the field's shared modules,
+    explaining any mismatch in one line."""
+    shared = without_optimizer_state(tensors)
     shared_module_state = {k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}
     mismatch = describe_state_mismatch(shared_module_state, shared)
     if mismatch:
-        raise CheckpointError(f"{path}/shared.safetensors: {mismatch}")
+        raise CheckpointError(f"{where}: {mismatch}")
     field_module.load_state_dict({**field_module.state_dict(), **shared})
 
 
@@ -778,7 +784,8 @@ def describe_state_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor
     return None
 
 
-def _load_strict(module: torch.nn.Module, tensors: dict[str, Tensor], where: str) -> None:
+def load_strict(module: torch.nn.Module, tensors: dict[str, Tensor], where: str) -> None:
+    """Load ``tensors`` into ``module``, which must hold exactly those names and shapes (one-line error)."""
     mismatch = describe_state_mismatch(module.state_dict(), tensors)
     if mismatch:
         raise CheckpointError(f"{where}: {mismatch}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -43,6 +43,7 @@ class WindowBuffer:
             self.planes[spec.name] = self.flat[offset: offset + numel].view(shape)
             offset += numel
         self.window: Window | None = None
+        self._specs = {spec.name: spec for spec in layout.planes}
 
     @property
     def nbytes(self) -> int:
@@ -51,7 +52,7 @@ class WindowBuffer:
     def slot(self, name: str, block: tuple[int, int], window: Window | None = None) -> Tensor:
         """The view of ``block``'s nodes of plane ``name`` (``window``: the one being filled)."""
         window = window or self.window
-        spec = next(p for p in self.layout.planes if p.name == name)
+        spec = self._specs[name]
         rows, cols = self.layout.block_slice(spec, block, (window.x0, window.y0))
         return self.planes[name][:, :, rows, cols]
 
@@ -67,7 +68,6 @@ class FillTiming:
     total_s: float = 0.0
     new_bytes: int = 0
     overlapped: bool = True
-    blocks: list = field(default_factory=list)
 
 
 def _stream_context(device: torch.device):
@@ -109,6 +109,15 @@ def copy_new_blocks(store, dst: WindowBuffer, window: Window, blocks: list[tuple
     return time.perf_counter() - t0, nbytes
 
 
+def _block_planes(row: Tensor, layout: BlockLayout):
+    """(plane name, [1, C, h, w] view) of one block packed flat in ``row`` (planes in layout order)."""
+    offset = 0
+    for spec in layout.planes:
+        yield spec.name, row[offset: offset + spec.block_numel].view(1, spec.channels, spec.block_rows,
+                                                                     spec.block_cols)
+        offset += spec.block_numel
+
+
 def copy_new_blocks_shared(store, dst: WindowBuffer, window: Window, blocks: list[tuple[int, int]],
                            ctx) -> tuple[float, int]:
     """:func:`copy_new_blocks` on every process of ``ctx``: rank 0 reads ``store`` and broadcasts each
@@ -123,11 +132,8 @@ def copy_new_blocks_shared(store, dst: WindowBuffer, window: Window, blocks: lis
     for i, block in enumerate(blocks):
         if ctx.rank == 0:
             tensors = store.block(*block)
-            offset = 0
-            for spec in layout.planes:
-                staging[i, offset: offset + spec.block_numel].view(1, spec.channels, spec.block_rows,
-                                                                    spec.block_cols).copy_(tensors[spec.name])
-                offset += spec.block_numel
+            for name, piece in _block_planes(staging[i], layout):
+                piece.copy_(tensors[name])
             nbytes += staging[i].numel() * staging.element_size()
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()  # the bytes are on the device before they travel
@@ -135,11 +141,8 @@ def copy_new_blocks_shared(store, dst: WindowBuffer, window: Window, blocks: lis
     for i, (block, handle) in enumerate(zip(blocks, handles)):
         if handle is not None:
             handle.wait()
-        offset = 0
-        for spec in layout.planes:
-            piece = staging[i, offset: offset + spec.block_numel]
-            dst.slot(spec.name, block, window).copy_(piece.view(1, spec.channels, spec.block_rows, spec.block_cols))
-            offset += spec.block_numel
+        for name, piece in _block_planes(staging[i], layout):
+            dst.slot(name, block, window).copy_(piece)
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     return time.perf_counter() - t0, nbytes
@@ -162,7 +165,7 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
     held = src.window if src is not None else None
     kept = [b for b in window.blocks() if held is not None and held.holds(b)]
     new = [b for b in window.blocks() if held is None or not held.holds(b)]
-    timing = FillTiming(kept_blocks=len(kept), new_blocks=len(new), overlapped=overlap, blocks=new)
+    timing = FillTiming(kept_blocks=len(kept), new_blocks=len(new), overlapped=overlap)
     if ctx is not None and ctx.world_size > 1:
         def copy_new():
             return copy_new_blocks_shared(store, dst, window, new, ctx)

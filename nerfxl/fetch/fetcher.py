@@ -25,8 +25,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
-
 from nerfxl.data.cameras import Cameras
 
 from .buffers import FillTiming, WindowBuffer, fill_window
@@ -52,7 +50,6 @@ class FetchLog:
 
     fills: list[FillTiming] = field(default_factory=list)
     waits: int = 0
-    swaps: int = 0
 
 
 class DynamicFetcher:
@@ -112,7 +109,6 @@ class DynamicFetcher:
     def _swap(self) -> None:
         self.compute, self.prefetch = self.prefetch, self.compute
         self.grid.show(self.compute.planes, self.compute.window)
-        self.log.swaps += 1
 
     def _start(self, window: Window) -> None:
         self._pending_window = window
@@ -139,10 +135,10 @@ class DynamicFetcher:
     def prepare(self, cameras: Cameras, index: int) -> tuple[Cameras, FrameFetch]:
         """Make camera ``index``'s view renderable; returns the cameras (one lowered with
         ``camera_limits="clamp"``) and what was done."""
-        cameras = check_camera(self.layout, cameras, index, self.n, self.z_range, self.camera_limits)
-        position = camera_position_in_blocks(self.layout, cameras, index)
-        rect = footprint_in_blocks(self.layout, footprint(cameras, index, self.z_range))
-        target = self.layout.window_around(position, self.n)
+        position, rect, target = self._view(cameras, index)
+        if not self.layout.covers(target, rect):  # beyond the limits: an error, or the camera lowered
+            cameras = check_camera(self.layout, cameras, index, self.n, self.z_range, self.camera_limits)
+            position, rect, target = self._view(cameras, index)
         report = FrameFetch(window=target)
         if self._fetch_finished():
             self._finish_pending()
@@ -167,6 +163,12 @@ class DynamicFetcher:
             report.started = target
         report.window = self.compute.window
         return cameras, report
+
+    def _view(self, cameras: Cameras, index: int):
+        """Camera ``index``'s position and footprint in block units, and the window centred on it."""
+        position = camera_position_in_blocks(self.layout, cameras, index)
+        rect = footprint_in_blocks(self.layout, footprint(cameras, index, self.z_range))
+        return position, rect, self.layout.window_around(position, self.n)
 
     def _fetch_finished(self) -> bool:
         """Whether a fetch is in flight and has finished (on every process of ``ctx``)."""
@@ -196,8 +198,3 @@ class DynamicFetcher:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def sync_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

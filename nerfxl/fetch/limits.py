@@ -58,10 +58,6 @@ class CameraLimits:
             return 0.0
         return self.reach / max(math.tan(angle), 1e-9)
 
-    def max_tilt_deg(self, height: float) -> float:
-        """Largest tilt from nadir at ``height`` above the ground (may be negative: too high for any tilt)."""
-        return math.degrees(math.atan2(self.reach, max(height, 1e-12))) - self.half_diagonal_fov_deg
-
 
 def corner_directions(cameras: Cameras, index: int) -> Tensor:
     """[4, 3] world directions of the rays through camera ``index``'s image corners."""

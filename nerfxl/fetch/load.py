@@ -59,7 +59,14 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
         ctx: several processes rendering together: rank 0 alone keeps ``store`` (and broadcasts the
             blocks), the others read nothing from the host.
     """
-    from nerfxl.train import resolve_device, saved_strategy, tile_shard_name
+    from nerfxl.train import (
+        describe_state_mismatch,
+        load_shared_state,
+        load_strict,
+        resolve_device,
+        saved_strategy,
+        tile_shard_name,
+    )
     from nerfxl.trained import TrainedRun, run_checkpoint
 
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
@@ -116,17 +123,16 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     where = ckpt / f"{tile_shard}.safetensors"
     resident = {k: handle.get_tensor(k) for k in shapes if k not in plane_names and not k.startswith(OPTIMIZER_PREFIX)}
     tile_part = {k: v for k, v in resident.items() if not k.startswith("occupancy.")}
-    expected = {k: v for k, v in windowed.state_dict().items() if k not in grid_plane_names(grid)}
-    _check_same(expected, tile_part, where)
+    from_buffers = set(grid.plane_names())  # the planes come from the window buffers, not from the file
+    expected = {k: v for k, v in windowed.state_dict().items() if k not in from_buffers}
+    mismatch = describe_state_mismatch(expected, tile_part)
+    if mismatch:
+        raise CheckpointError(f"{where}: {mismatch}")
     windowed.load_state_dict({**windowed.state_dict(), **tile_part})
     occupancy = {k[len("occupancy."):]: v for k, v in resident.items() if k.startswith("occupancy.")}
-    _check_same(renderer.occupancy_grid(0).state_dict(), occupancy, f"{where} (occupancy)")
-    renderer.occupancy_grid(0).load_state_dict(occupancy)
+    load_strict(renderer.occupancy_grid(0), occupancy, f"{where} (occupancy)")
     shards, _ = load_checkpoint(ckpt, shard_names=["shared"])
-    shared = {k: v for k, v in shards["shared"].items() if not k.startswith(OPTIMIZER_PREFIX)}
-    _check_same({k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}, shared,
-                ckpt / "shared.safetensors")
-    field_module.load_state_dict({**field_module.state_dict(), **shared})
+    load_shared_state(field_module, shards["shared"], ckpt / "shared.safetensors")
 
     dev = resolve_device(device)
     renderer = renderer.to(dev).eval()
@@ -141,16 +147,3 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     trained = TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
                          int(state["step"]), ckpt)
     return FetchingRun(trained, fetcher, layout)
-
-
-def grid_plane_names(grid: FetchWindowGrid) -> set[str]:
-    """The window grid's plane entries in its tile's state dict (filled from the buffers, not the file)."""
-    return set(grid.plane_names())
-
-
-def _check_same(expected: dict, found: dict, where) -> None:
-    from nerfxl.train import describe_state_mismatch
-
-    mismatch = describe_state_mismatch(expected, found)
-    if mismatch:
-        raise CheckpointError(f"{where}: {mismatch}")

@@ -83,10 +83,6 @@ class MemoryBlockStore:
     def block(self, ix: int, iy: int) -> dict[str, Tensor]:
         return self._blocks[(ix, iy)]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for b in self._blocks.values() for t in b.values())
-
 
 class MappedBlockStore:
     """No block held: each :meth:`block` reads that block's bytes from the memory-mapped files."""
@@ -100,13 +96,6 @@ class MappedBlockStore:
     def block(self, ix: int, iy: int) -> dict[str, Tensor]:
         with self.source.open((ix, iy)) as handle:
             return self.source.read((ix, iy), handle)
-
-    @property
-    def nbytes(self) -> int:
-        return 0
-
-
-BlockStore = MemoryBlockStore | MappedBlockStore
 
 
 def block_device_bytes(layout: BlockLayout, dtype: torch.dtype = torch.float32) -> int:

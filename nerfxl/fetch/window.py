@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-import torch
 from torch import Tensor
 
 from nerfxl.errors import ConfigError
@@ -108,13 +107,6 @@ class BlockLayout:
     def window_numel(self, n: int) -> int:
         """Values of an N × N window over all planes (≤ N² blocks: neighbours share borders)."""
         return sum(math.prod(p.window_shape(n)) for p in self.planes)
-
-    def to_blocks(self, xy: Tensor) -> Tensor:
-        """[..., 2] model-unit x-y → block units."""
-        w, d = self.block_size
-        origin = torch.tensor(self.xy_min, dtype=xy.dtype, device=xy.device)
-        scale = torch.tensor((w, d), dtype=xy.dtype, device=xy.device)
-        return (xy - origin) / scale
 
     def check_neighbourhood(self, n: int) -> None:
         if n < 2:
