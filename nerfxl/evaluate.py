@@ -40,17 +40,24 @@ def render_image(renderer: TiledRenderer, cameras: Cameras, index: int, ctx: Dis
         {"rgb": [H, W, 3], "depth": [H, W] ray distance in model units, "opacity": [H, W]} on CPU,
         or None on ranks other than 0.
     """
-    rays = generate_image_rays(cameras, index)
-    rays.image_indices = torch.full_like(rays.image_indices, -1)
-    out = render_rays_chunked_to_main(renderer, rays, ctx or local_context(renderer))
+    out = render_rays_chunked_to_main(renderer, novel_view_rays(cameras, index), ctx or local_context(renderer))
     if out is None:
         return None
+    return image_of(out.rgb, out.depth, out.opacity, cameras, index)
+
+
+def novel_view_rays(cameras: Cameras, index: int):
+    """Every pixel's ray of camera ``index`` with no training image (the zero appearance embedding)."""
+    rays = generate_image_rays(cameras, index)
+    rays.image_indices = torch.full_like(rays.image_indices, -1)
+    return rays
+
+
+def image_of(rgb: Tensor, depth: Tensor, opacity: Tensor, cameras: Cameras, index: int) -> dict[str, Tensor]:
+    """Per-pixel [H·W] results → :func:`render_image`'s image dict on the CPU."""
     h, w = int(cameras.height[index]), int(cameras.width[index])
-    return {
-        "rgb": out.rgb.reshape(h, w, 3).clamp(0, 1).cpu(),
-        "depth": out.depth.reshape(h, w).cpu(),
-        "opacity": out.opacity.reshape(h, w).cpu(),
-    }
+    return {"rgb": rgb.reshape(h, w, 3).clamp(0, 1).cpu(), "depth": depth.reshape(h, w).cpu(),
+            "opacity": opacity.reshape(h, w).cpu()}
 
 
 @torch.no_grad()
@@ -61,8 +68,7 @@ def render_image_by_rows(renderer: TiledRenderer, cameras: Cameras, index: int,
     (None elsewhere). Every process must call it."""
     from nerfxl.parallel.distributed import gather_to_main
 
-    rays = generate_image_rays(cameras, index)
-    rays.image_indices = torch.full_like(rays.image_indices, -1)
+    rays = novel_view_rays(cameras, index)
     n = len(rays)
     share = -(-n // ctx.world_size)
     mine = rays[min(ctx.rank * share, n): min((ctx.rank + 1) * share, n)]
@@ -72,10 +78,8 @@ def render_image_by_rows(renderer: TiledRenderer, cameras: Cameras, index: int,
     gathered = gather_to_main(packed, ctx)
     if gathered is None:
         return None
-    h, w = int(cameras.height[index]), int(cameras.width[index])
-    image = gathered[:n].cpu()
-    return {"rgb": image[:, :3].reshape(h, w, 3).clamp(0, 1), "depth": image[:, 3].reshape(h, w),
-            "opacity": image[:, 4].reshape(h, w)}
+    image = gathered[:n]
+    return image_of(image[:, :3], image[:, 3], image[:, 4], cameras, index)
 
 
 def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:

@@ -29,10 +29,10 @@ from nerfxl.baselines.contraction import contract_tile_grid
 from nerfxl.baselines.mega_nerf import BASELINE_FILE, tile_run_dir
 from nerfxl.baselines.overlap import box_centres
 from nerfxl.data.boxes import intersect_rays_boxes, points_in_boxes
-from nerfxl.data.rays import RayBundle, generate_image_rays
+from nerfxl.data.rays import RayBundle
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
-from nerfxl.evaluate import image_metrics, spread_indices, summarise_scores, to_uint8
+from nerfxl.evaluate import image_metrics, image_of, novel_view_rays, spread_indices, summarise_scores, to_uint8
 from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import RenderedRays, TiledRenderer, finish_rendering, sample_positions
 from nerfxl.rendering.sampling import march_rays_in_box
@@ -153,19 +153,14 @@ def render_blended_image(models: BlendedModels, cameras, index: int) -> dict[str
     Returns:
         {"rgb": [H, W, 3], "depth": [H, W], "opacity": [H, W]} on CPU.
     """
-    rays = generate_image_rays(cameras, index)
-    rays.image_indices = torch.full_like(rays.image_indices, -1)
+    rays = novel_view_rays(cameras, index)
     chunk = models.config.render.chunk_rays
     parts = []
     for s in range(0, len(rays.origins), chunk):
         part = RayBundle(rays.origins[s:s + chunk], rays.directions[s:s + chunk], rays.image_indices[s:s + chunk])
         parts.append(render_blended(models, part))
-    h, w = int(cameras.height[index]), int(cameras.width[index])
-    return {
-        "rgb": torch.cat([p.rgb for p in parts]).reshape(h, w, 3).clamp(0, 1).cpu(),
-        "depth": torch.cat([p.depth for p in parts]).reshape(h, w).cpu(),
-        "opacity": torch.cat([p.opacity for p in parts]).reshape(h, w).cpu(),
-    }
+    return image_of(torch.cat([p.rgb for p in parts]), torch.cat([p.depth for p in parts]),
+                    torch.cat([p.opacity for p in parts]), cameras, index)
 
 
 def evaluate_independent_3d(run_dir: Path, split: str = "test", limit: int | None = None, device: str = "auto",
