@@ -123,7 +123,7 @@ def check_camera(layout: BlockLayout, cameras: Cameras, index: int, n: int, z_ra
     c2w = cameras.camera_to_worlds[index]
     height = float(c2w[2, 3]) - z_range[0]
     if mode != "clamp":
-        tilt = math.degrees(math.acos(float((-c2w[:3, 2] @ torch.tensor([0.0, 0.0, -1.0], dtype=c2w.dtype)).clamp(-1, 1))))
+        tilt = math.degrees(math.acos(min(max(float(c2w[2, 2]), -1.0), 1.0)))  # view (−z axis) against straight down
         raise ConfigError(f"camera {index} (height {height:.3g} above the ground, tilted {tilt:.0f}° from straight "
                           f"down) sees beyond a {n} × {n} window of {layout.block_size[0]:.3g}-wide blocks; fly lower, "
                           f"look further down, or use a larger --neighbourhood (or --camera-limits clamp)")
