@@ -103,7 +103,7 @@ class Eval:
 @dataclass
 class Render:
     """Render a run along a path (test views, an orbit, a flyover, or a nerfstudio camera_path.json) to
-    PNGs + MP4; with --dynamic-fetch only the blocks around the camera are on the device."""
+    PNGs + MP4; with --dynamic-fetch only the blocks (or tiles) around the camera are on the device."""
 
     run_dir: tyro.conf.Positional[Path]
     """The run folder."""
@@ -129,16 +129,18 @@ class Render:
     video: Optional[Path] = None
     """Where to write the MP4 (default OUTPUT/video.mp4)."""
     dynamic_fetch: bool = False
-    """Stream the ground plane's blocks: only a --neighbourhood × --neighbourhood window of blocks around
-    the camera (twice: ping-pong) is on the device (docs/fetching.md). One ground-plane model, one process."""
+    """Stream the model around the camera: only a --neighbourhood × --neighbourhood window (twice:
+    ping-pong) is on the device (docs/fetching.md). One ground-plane model streams blocks of its plane; a
+    run of several tiles (NeRF-XL, branch parallel) streams the tiles the window overlaps."""
     neighbourhood: int = 3
-    """With --dynamic-fetch: the window is N × N blocks (N ≥ 2)."""
+    """With --dynamic-fetch: the window is N × N blocks (or cells, for tiles) (N ≥ 2)."""
     blocks: Optional[str] = None
     """With --dynamic-fetch: NXxNY, how a single-model run is cut into blocks (a plane-parallel or
-    `nerfxl split` run is already cut)."""
+    `nerfxl split` run is already cut); for a tiled run, the cells windows are made of (default: as wide
+    as the narrowest tile)."""
     block_store: Literal["memory", "mmap"] = "memory"
-    """With --dynamic-fetch: keep every block in host memory (pinned on GPUs), or read each block from the
-    memory-mapped checkpoint when needed (models larger than host memory)."""
+    """With --dynamic-fetch: keep every block (or tile) in host memory (pinned on GPUs), or read each from
+    the memory-mapped checkpoint when needed (models larger than host memory)."""
     camera_limits: Literal["error", "clamp"] = "error"
     """With --dynamic-fetch: a camera that sees past the window stops the render with an error, or is
     lowered until it does not."""
@@ -156,7 +158,7 @@ class Render:
                 return
             seconds = sorted(result["frame_seconds"])
             print(f"rendered {result['frames']} frames to {result['folder']}; video: {result['video']}\n"
-                  f"  dynamic fetching: {result['neighbourhood']}×{result['neighbourhood']} of {result['blocks']} blocks, "
+                  f"  dynamic fetching: {result['fetched']}, "
                   f"{result['buffer_bytes'] / 1e6:.2f} MB of window buffers, {result['fetches']} fetches, "
                   f"{result['frames_waiting']} frames waited; frame time p50 {seconds[len(seconds) // 2]:.3f} s, "
                   f"max {seconds[-1]:.3f} s")

@@ -310,6 +310,7 @@ def render_fetching_on_process(ctx: DistContext, run_dir: Path, path: PathKind |
         "processes": ctx.world_size,
         "neighbourhood": neighbourhood,
         "blocks": str(fetching.layout.split),
+        "fetched": fetching.summary,
         "buffer_bytes": fetcher.buffer_bytes,
         "fetches": len(fills),
         "frames_waiting": fetcher.log.waits,

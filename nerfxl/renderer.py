@@ -25,7 +25,13 @@ from nerfxl.data.rays import RayBundle
 from nerfxl.rendering.occupancy import OccupancyGrid
 from nerfxl.rendering.pruning import contributing_samples, select_samples
 from nerfxl.rendering.sampling import PackedSamples, march_rays_in_box
-from nerfxl.rendering.segments import CompositedRays, composite_segments, render_segments, segment_order_from_entry
+from nerfxl.rendering.segments import (
+    SEGMENT_WIDTH,
+    CompositedRays,
+    composite_segments,
+    render_segments,
+    segment_order_from_entry,
+)
 
 
 @dataclass
@@ -102,6 +108,7 @@ class TiledRenderer(nn.Module):
         self.register_buffer("scene_box", scene_box.detach().clone().float())
         self.step_size = float((scene_box[1] - scene_box[0]).norm()) / config.samples_per_diagonal
         self.prune_alpha = True  # the trainer switches it off until ``prune_alpha_after``
+        self.unheld_tiles_are_empty = False  # dynamic fetching of tiles sets it (see forward)
         self.occupancy = nn.ModuleList(
             OccupancyGrid(tile.box.detach().float(), occupancy_resolution_for(tile.box, config.occupancy_resolution))
             for tile in field.tiles
@@ -124,6 +131,12 @@ class TiledRenderer(nn.Module):
     def occupancy_grid(self, k: int) -> OccupancyGrid:
         """The occupancy grid of global tile k (held here)."""
         return self.occupancy[self.field.tile_ids.index(int(k))]
+
+    def hold_tiles(self, tiles, occupancy, tile_ids) -> None:
+        """Hold ``tiles`` and their ``occupancy`` grids (global indices ``tile_ids``) instead of the current
+        ones: dynamic fetching swaps in the tiles around the camera."""
+        self.field.hold_tiles(tiles, tile_ids)
+        self.occupancy = nn.ModuleList(occupancy)
 
     def tile_boxes(self) -> Tensor:
         """[K, 2, 3] boxes of all K tiles (also those held elsewhere)."""
@@ -230,14 +243,24 @@ class TiledRenderer(nn.Module):
         generators: TileGenerators = None,
         background: Tensor | None = None,
     ) -> RenderedRays:
-        """Render rays through all K tiles in this process (the single-process reference)."""
-        if not self.holds_all_tiles:
+        """Render rays through all K tiles in this process (the single-process reference).
+
+        With ``unheld_tiles_are_empty`` the tiles not held render as empty segments (dynamic fetching
+        holds every tile a frame's samples can lie in); otherwise every tile must be held."""
+        if not self.holds_all_tiles and not self.unheld_tiles_are_empty:
             raise RuntimeError(f"this renderer holds tiles {list(self.tile_ids)} of {self.n_tiles}; render "
                                f"through a strategy in nerfxl.parallel instead")
-        blocks, n_samples = self.render_local_tiles(rays, stratified, generators)
-        order = sorted(range(len(self.tile_ids)), key=lambda slot: self.tile_ids[slot])
-        if order != list(range(len(order))):
-            blocks = blocks[order]
+        n_samples = 0
+        if self.holds_all_tiles:
+            blocks, n_samples = self.render_local_tiles(rays, stratified, generators)
+            order = sorted(range(len(self.tile_ids)), key=lambda slot: self.tile_ids[slot])
+            if order != list(range(len(order))):
+                blocks = blocks[order]
+        else:
+            blocks = rays.origins.new_zeros(self.n_tiles, len(rays), SEGMENT_WIDTH)
+            if self.tile_ids:
+                held, n_samples = self.render_local_tiles(rays, stratified, generators)
+                blocks[list(self.tile_ids)] = held
         if background is None:
             background = self.background(rays)
         out = self.composite(blocks.transpose(0, 1), rays, background)

@@ -59,7 +59,8 @@ class WindowBuffer:
 
 @dataclass
 class FillTiming:
-    """What one :func:`fill_window` did and how long each part took (seconds)."""
+    """What one fill did and how long each part took (seconds); with tiles as the fetch unit
+    (:mod:`.tiles`) the blocks counted are tiles."""
 
     kept_blocks: int = 0
     new_blocks: int = 0
@@ -70,7 +71,7 @@ class FillTiming:
     overlapped: bool = True
 
 
-def _stream_context(device: torch.device):
+def copy_stream(device: torch.device):
     """A fresh CUDA stream for this thread's copies (None on CPU) and the context that selects it. The
     stream first waits for the work queued on the device's default stream, where frames are rendered: the
     buffer being filled was read by the last frames before the swap."""
@@ -84,7 +85,7 @@ def _stream_context(device: torch.device):
 def copy_kept_blocks(src: WindowBuffer, dst: WindowBuffer, window: Window, blocks: list[tuple[int, int]]) -> float:
     """Device → device copies of ``blocks`` from ``src`` (its current window) into ``dst`` at ``window``."""
     t0 = time.perf_counter()
-    stream, selected = _stream_context(dst.flat.device)
+    stream, selected = copy_stream(dst.flat.device)
     with selected:
         for block in blocks:
             for spec in dst.layout.planes:
@@ -98,7 +99,7 @@ def copy_new_blocks(store, dst: WindowBuffer, window: Window, blocks: list[tuple
     """Host → device copies of ``blocks`` from ``store`` into ``dst`` at ``window``; (seconds, bytes)."""
     t0 = time.perf_counter()
     nbytes = 0
-    stream, selected = _stream_context(dst.flat.device)
+    stream, selected = copy_stream(dst.flat.device)
     with selected:
         for block in blocks:
             for name, t in store.block(*block).items():
@@ -165,19 +166,28 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
     held = src.window if src is not None else None
     kept = [b for b in window.blocks() if held is not None and held.holds(b)]
     new = [b for b in window.blocks() if held is None or not held.holds(b)]
-    timing = FillTiming(kept_blocks=len(kept), new_blocks=len(new), overlapped=overlap)
     if ctx is not None and ctx.world_size > 1:
         def copy_new():
             return copy_new_blocks_shared(store, dst, window, new, ctx)
     else:
         def copy_new():
             return copy_new_blocks(store, dst, window, new)
+    timing = run_copies(lambda: copy_kept_blocks(src, dst, window, kept), copy_new, len(kept), len(new), overlap, pool)
+    dst.window = window
+    return timing
+
+
+def run_copies(copy_kept, copy_new, kept: int, new: int, overlap: bool, pool: ThreadPoolExecutor | None) -> FillTiming:
+    """Run a fill's two kinds of copies — ``copy_kept()`` → seconds (device → device, skipped when
+    ``kept`` is 0) and ``copy_new()`` → (seconds, bytes) (host → device) — side by side on ``pool`` and
+    this thread with ``overlap``, else one after the other."""
+    timing = FillTiming(kept_blocks=kept, new_blocks=new, overlapped=overlap)
     t0 = time.perf_counter()
     if overlap and kept:
         own_pool = pool is None
         pool = pool or ThreadPoolExecutor(max_workers=1)
         try:
-            device_copies = pool.submit(copy_kept_blocks, src, dst, window, kept)
+            device_copies = pool.submit(copy_kept)
             try:
                 timing.host_copy_s, timing.new_bytes = copy_new()
             finally:  # never leave the other copy writing into the buffer behind a raised error
@@ -187,8 +197,7 @@ def fill_window(store, src: WindowBuffer | None, dst: WindowBuffer, window: Wind
                 pool.shutdown()
     else:
         if kept:
-            timing.device_copy_s = copy_kept_blocks(src, dst, window, kept)
+            timing.device_copy_s = copy_kept()
         timing.host_copy_s, timing.new_bytes = copy_new()
     timing.total_s = time.perf_counter() - t0
-    dst.window = window
     return timing

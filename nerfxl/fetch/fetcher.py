@@ -11,7 +11,8 @@ Before each frame, :meth:`DynamicFetcher.prepare` looks at the camera:
    otherwise for a direct re-centre on the camera (a long jump).
 
 So rendering never waits for a fetch it does not need yet. Copies run on a background thread
-(:func:`.buffers.fill_window`: kept blocks device → device while new blocks come host → device).
+(the target's fill, e.g. :func:`.buffers.fill_window`: kept blocks device → device while new blocks
+come host → device).
 
 With several processes rendering the same frames (``ctx``), rank 0 alone reads the host and broadcasts
 each new block (on a second process group, since the copies run on another thread), and the processes
@@ -24,11 +25,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nerfxl.data.cameras import Cameras
 
-from .buffers import FillTiming, WindowBuffer, fill_window
-from .field import FetchWindowGrid
+from .buffers import FillTiming
 from .limits import TRIGGER_BLOCKS, camera_position_in_blocks, check_camera, footprint, footprint_in_blocks
 from .window import BlockLayout, Window
 
@@ -52,12 +53,31 @@ class FetchLog:
     waits: int = 0
 
 
+class FetchTarget(Protocol):
+    """What the fetcher streams into: blocks of one ground plane (:class:`.field.BlockTarget`) or whole
+    NeRF-XL tiles (:class:`.tiles.TileTarget`). ``layout`` places the windows (N × N cells of the scene's
+    x-y) whatever the unit."""
+
+    layout: BlockLayout
+    n: int
+
+    def new_buffer(self):
+        """An empty device buffer for one window (it has ``window`` and ``nbytes``)."""
+
+    def fill(self, store, src, dst, window: Window, overlap: bool, pool, ctx) -> FillTiming:
+        """Fill ``dst`` with ``window``: what ``src`` (the compute buffer, or None) holds device → device,
+        the rest from ``store``; sets ``dst.window``."""
+
+    def show(self, buffer) -> None:
+        """Make the renderer read ``buffer``."""
+
+
 class DynamicFetcher:
-    """Ping-pong window buffers for one :class:`FetchWindowGrid`, filled from a host block store.
+    """Ping-pong window buffers for one :class:`FetchTarget`, filled from a host store.
 
     Args:
-        grid: the renderer's window grid (it reads the compute buffer).
-        store: the host block store (:mod:`.store`).
+        target: what the renderer reads (it is shown the compute buffer).
+        store: the host store of the target's units (:mod:`.store`, :mod:`.tiles`).
         z_range: the scene box's (bottom, top) z in model units (for the cameras' footprints).
         trigger: blocks from the window centre at which the next fetch starts.
         overlap: overlap device → device and host → device copies (False: one after the other).
@@ -67,21 +87,19 @@ class DynamicFetcher:
             :meth:`prepare` for the same cameras.
     """
 
-    def __init__(self, grid: FetchWindowGrid, store, z_range: tuple[float, float], trigger: float = TRIGGER_BLOCKS,
+    def __init__(self, target: FetchTarget, store, z_range: tuple[float, float], trigger: float = TRIGGER_BLOCKS,
                  overlap: bool = True, camera_limits: str = "error", ctx=None):
-        self.grid = grid
+        self.target = target
         self.store = store
-        self.layout: BlockLayout = grid.layout
-        self.n = grid.n
+        self.layout: BlockLayout = target.layout
+        self.n = target.n
         self.layout.check_neighbourhood(self.n)
         self.z_range = z_range
         self.trigger = trigger
         self.overlap = overlap
         self.camera_limits = camera_limits
-        device = grid.density_lines[0].device
-        dtype = grid.density_lines[0].dtype
-        self.compute = WindowBuffer(self.layout, self.n, device, dtype)
-        self.prefetch = WindowBuffer(self.layout, self.n, device, dtype)
+        self.compute = target.new_buffer()
+        self.prefetch = target.new_buffer()
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerfxl-fetch")
         self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nerfxl-fetch-d2d")
         self._pending: Future | None = None
@@ -101,14 +119,14 @@ class DynamicFetcher:
         return self.compute.nbytes + self.prefetch.nbytes
 
     def _fill(self, window: Window) -> FillTiming:
-        timing = fill_window(self.store, self.compute if self.compute.window else None, self.prefetch, window,
-                             overlap=self.overlap, pool=self._copier, ctx=self.fetch_ctx)
+        timing = self.target.fill(self.store, self.compute if self.compute.window else None, self.prefetch, window,
+                                  self.overlap, self._copier, self.fetch_ctx)
         self.log.fills.append(timing)
         return timing
 
     def _swap(self) -> None:
         self.compute, self.prefetch = self.prefetch, self.compute
-        self.grid.show(self.compute.planes, self.compute.window)
+        self.target.show(self.compute)
 
     def _start(self, window: Window) -> None:
         self._pending_window = window

@@ -19,6 +19,7 @@ from torch import Tensor
 from nerfxl.fields.grid_plane_line import PlaneLineGrid
 from nerfxl.fields.tile import TileField
 
+from .buffers import FillTiming, WindowBuffer, fill_window
 from .window import BlockLayout, Window
 
 
@@ -96,3 +97,24 @@ class WindowedTile(TileField):
         sigma, features = super().forward(positions)
         inside = self.grid.inside(self.normalize(positions).reshape(-1, 3)).view(sigma.shape)
         return torch.where(inside, sigma, torch.zeros_like(sigma)), features
+
+
+class BlockTarget:
+    """Blocks of one ground plane as the fetch unit: buffers are :class:`.buffers.WindowBuffer` s and the
+    renderer's :class:`FetchWindowGrid` reads the compute one (see :class:`.fetcher.FetchTarget`)."""
+
+    def __init__(self, grid: FetchWindowGrid):
+        self.grid = grid
+        self.layout = grid.layout
+        self.n = grid.n
+
+    def new_buffer(self) -> WindowBuffer:
+        line = self.grid.density_lines[0]
+        return WindowBuffer(self.layout, self.n, line.device, line.dtype)
+
+    def fill(self, store, src: WindowBuffer | None, dst: WindowBuffer, window: Window, overlap: bool, pool,
+             ctx) -> FillTiming:
+        return fill_window(store, src, dst, window, overlap=overlap, pool=pool, ctx=ctx)
+
+    def show(self, buffer: WindowBuffer) -> None:
+        self.grid.show(buffer.planes, buffer.window)

@@ -5,6 +5,9 @@ whole: they do not grow with the ground area) except that the tile's grid is a
 :class:`.field.FetchWindowGrid` of N × N blocks. The blocks come from the checkpoint: a single-model run
 cut into ``--blocks NXxNY`` (the model is never assembled whole), or a plane-parallel / split run whose
 shards already are the blocks (``nerfxl split RUN --blocks NXxNY``).
+
+A run of K > 1 tiles (NeRF-XL, branch parallel) is opened with whole tiles as the unit (:mod:`.tiles`):
+the shared modules are resident, the tiles' fields and occupancy grids are fetched.
 """
 
 from __future__ import annotations
@@ -14,18 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from safetensors import SafetensorError, safe_open
 
 from nerfxl.checkpoint import OPTIMIZER_PREFIX, load_checkpoint
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError
-from nerfxl.fields.config import build_radiance_field
+from nerfxl.fields.config import build_radiance_field, build_tile
 from nerfxl.fields.grid_plane_window import PlaneSplit
-from nerfxl.renderer import TiledRenderer
+from nerfxl.renderer import TiledRenderer, occupancy_resolution_for
+from nerfxl.rendering.occupancy import OccupancyGrid
 
 from .fetcher import DynamicFetcher
-from .field import FetchWindowGrid, WindowedTile
+from .field import BlockTarget, FetchWindowGrid, WindowedTile
 from .store import BlockSource, MappedBlockStore, MemoryBlockStore
+from .tiles import (
+    MappedTileStore,
+    MemoryTileStore,
+    TileSource,
+    TileTarget,
+    most_tiles_meeting_a_window,
+    read_tile_layout,
+    tile_state,
+)
 from .window import BlockLayout
 
 
@@ -37,6 +51,8 @@ class FetchingRun:
     trained: object
     fetcher: DynamicFetcher
     layout: BlockLayout
+    summary: str = ""
+    """What is fetched, e.g. "3×3 of 8x8 blocks" or "3×3 of 8x8 cells, up to 5 of 8 tiles"."""
 
 
 def _read_header(path: Path) -> tuple[dict[str, tuple[int, ...]], object]:
@@ -52,9 +68,14 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
                       checkpoint: Path | None = None, ctx=None) -> FetchingRun:
     """Open ``run_dir``'s checkpoint for rendering with an N × N window of blocks (N = ``neighbourhood``).
 
+    A run of one ground-plane model streams blocks of its plane; a run of K > 1 tiles (NeRF-XL, branch
+    parallel) streams whole tiles (:mod:`.tiles`): the window is N × N cells of the scene's x-y and
+    holds every tile it overlaps.
+
     Args:
         blocks: "NXxNY", how to cut a single-model run (a plane-parallel run is already cut; passing
-            another cut is an error naming both).
+            another cut is an error naming both); for a tiled run, the cells windows are made of
+            (default: :func:`default_cells`).
         store: "memory" (all blocks in host memory, pinned for a GPU) or "mmap" (read on demand).
         ctx: several processes rendering together: rank 0 alone keeps ``store`` (and broadcasts the
             blocks), the others read nothing from the host.
@@ -71,13 +92,13 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
 
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     g = config.field.grid
-    if g.type != "plane-line" or g.mode != "ground":
+    if int(state["n_tiles"]) == 1 and (g.type != "plane-line" or g.mode != "ground"):
         raise ConfigError(f"{run_dir}: dynamic fetching streams blocks of a ground plane; this run's grid is "
                           f"{g.type} ({g.mode}) — train with --field.grid.mode ground")
-    if int(state["n_tiles"]) != 1:
-        raise ConfigError(f"{run_dir}: dynamic fetching streams the blocks of one ground-plane model; this run has "
-                          f"{state['n_tiles']} tiles")
     strategy = saved_strategy(state)
+    if int(state["n_tiles"]) > 1 and strategy["name"] in ("tiles", "branch"):
+        return _load_tiles_for_fetching(run_dir, config, ckpt, state, neighbourhood, blocks, device, store, overlap,
+                                        camera_limits, ctx)
     if strategy["name"] == "plane":
         split = PlaneSplit.parse(strategy["blocks"])
         if blocks is not None and PlaneSplit.parse(blocks) != split:
@@ -143,7 +164,67 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     else:
         host = MappedBlockStore(source)  # holds nothing (and, off rank 0, is never read)
     z_range = (float(box[0, 2]), float(box[1, 2]))
-    fetcher = DynamicFetcher(grid, host, z_range, overlap=overlap, camera_limits=camera_limits, ctx=ctx)
+    fetcher = DynamicFetcher(BlockTarget(grid), host, z_range, overlap=overlap, camera_limits=camera_limits, ctx=ctx)
     trained = TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
                          int(state["step"]), ckpt)
-    return FetchingRun(trained, fetcher, layout)
+    return FetchingRun(trained, fetcher, layout, f"{neighbourhood}×{neighbourhood} of {split} blocks")
+
+
+def default_cells(boxes: Tensor, scene_box: Tensor, n: int) -> PlaneSplit:
+    """Cells for fetching the tiles ``boxes`` [K, 2, 3]: as wide as the narrowest tile along each axis (so
+    a window of N cells is about N tiles across), at least N."""
+    extent = (scene_box[1] - scene_box[0]).double()
+    narrowest = (boxes[:, 1] - boxes[:, 0]).double().amin(dim=0)
+    nx, ny = (max(n, round(float(extent[a] / narrowest[a]))) for a in (0, 1))
+    return PlaneSplit(nx, ny)
+
+
+def _load_tiles_for_fetching(run_dir: Path, config, ckpt: Path, state: dict, n: int, blocks: str | None,
+                             device: str, store: str, overlap: bool, camera_limits: str, ctx) -> FetchingRun:
+    """:func:`load_for_fetching` for a run of K tiles: whole tiles are the fetch unit."""
+    from nerfxl.train import load_shared_state, resolve_device, tile_shard_name
+    from nerfxl.trained import TrainedRun
+
+    if store not in ("memory", "mmap"):
+        raise ConfigError(f"--block-store {store!r}: expected 'memory' or 'mmap'")
+    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
+    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    split = PlaneSplit.parse(blocks) if blocks is not None else default_cells(boxes, scene_box, n)
+    layout = BlockLayout(split, (), (float(scene_box[0, 0]), float(scene_box[0, 1])),
+                         (float(scene_box[1, 0]), float(scene_box[1, 1])))
+    layout.check_neighbourhood(n)
+
+    def make_shell(k: int):
+        res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution")
+        field_config = config.field
+        if res:
+            field_config = dataclasses.replace(field_config, grid=dataclasses.replace(field_config.grid,
+                                                                                      base_resolution=tuple(res)))
+        with torch.random.fork_rng(devices=[]):  # the values are never read: leave the caller's RNG alone
+            tile = build_tile(field_config, boxes[k])
+        occupancy = OccupancyGrid(boxes[k], occupancy_resolution_for(boxes[k], config.render.occupancy_resolution))
+        return tile, occupancy
+
+    layouts = {k: read_tile_layout(ckpt / f"{tile_shard_name(k)}.safetensors", tile_state(*make_shell(k)))
+               for k in range(boxes.shape[0])}
+    field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])
+    renderer = TiledRenderer(field_module, scene_box, config.render)
+    shards, _ = load_checkpoint(ckpt, shard_names=["shared"])
+    load_shared_state(field_module, shards["shared"], ckpt / "shared.safetensors")
+    renderer.hold_tiles([], [], [])  # the fetcher shows the window's tiles
+    renderer.unheld_tiles_are_empty = True
+    dev = resolve_device(device)
+    renderer = renderer.to(dev).eval()
+
+    source = TileSource(ckpt, layouts, tile_shard_name)
+    if store == "memory" and (ctx is None or ctx.rank == 0):
+        host = MemoryTileStore(source, pin=dev.type == "cuda")
+    else:
+        host = MappedTileStore(source)  # holds nothing (and, off rank 0, is never read)
+    target = TileTarget(renderer, layout, n, layouts, most_tiles_meeting_a_window(boxes, layout, n), make_shell)
+    z_range = (float(scene_box[0, 2]), float(scene_box[1, 2]))
+    fetcher = DynamicFetcher(target, host, z_range, overlap=overlap, camera_limits=camera_limits, ctx=ctx)
+    trained = TrainedRun(Path(run_dir), config, renderer, SceneTransform.from_dict(state["scene_transform"]),
+                         int(state["step"]), ckpt)
+    return FetchingRun(trained, fetcher, layout,
+                       f"{n}×{n} of {split} cells, up to {target.n_slots} of {boxes.shape[0]} tiles")

@@ -167,7 +167,8 @@ def _derived_seed(seed: int, stream: int) -> int:
     return (int(seed) * 1_000_003 + 7919 * (stream + 1)) % (2**63 - 1)
 
 
-def _build_tile(config: FieldConfig, box: Tensor) -> TileField:
+def build_tile(config: FieldConfig, box: Tensor) -> TileField:
+    """One tile field over ``box`` [2, 3] (on the CPU, initialised from the global RNG)."""
     g = config.grid
     activation, shift = config.resolved_density_activation(), config.resolved_density_shift()
     if g.type == "plane-line":
@@ -235,7 +236,7 @@ def build_radiance_field(
 
     if seed is None:
         decoder, appearance, pose, background = shared()
-        tiles = [_build_tile(config, boxes[k]) for k in ids]
+        tiles = [build_tile(config, boxes[k]) for k in ids]
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_derived_seed(seed, -1))
@@ -243,7 +244,7 @@ def build_radiance_field(
             tiles = []
             for k in ids:
                 torch.manual_seed(_derived_seed(seed, k))
-                tiles.append(_build_tile(config, boxes[k]))
+                tiles.append(build_tile(config, boxes[k]))
     return RadianceField(tiles, decoder, appearance, pose, background, tile_ids=ids, tile_boxes=boxes)
 
 

@@ -112,6 +112,19 @@ class RadianceField(nn.Module):
         except KeyError:
             raise KeyError(f"tile {k} is not held by this model (holds {list(self.tile_ids)})") from None
 
+    def hold_tiles(self, tiles: Sequence[TileField], tile_ids: Sequence[int]) -> None:
+        """Hold ``tiles`` (global indices ``tile_ids``, possibly none) instead of the current ones: dynamic
+        fetching swaps in the tiles around the camera. Their boxes must be the plan's."""
+        tile_ids = [int(k) for k in tile_ids]
+        if len(tile_ids) != len(tiles) or len(set(tile_ids)) != len(tile_ids):
+            raise ValueError(f"tile_ids must name each held tile once, got {tile_ids} for {len(tiles)} tiles")
+        for tile, k in zip(tiles, tile_ids):
+            if not 0 <= k < self.n_tiles or not torch.equal(tile.box.cpu(), self.tile_boxes[k].cpu()):
+                raise ValueError(f"tile {k} is not a tile of this model's plan")
+        self.tiles = nn.ModuleList(tiles)
+        self.tile_ids = tuple(tile_ids)
+        self._slot = {k: slot for slot, k in enumerate(tile_ids)}
+
     # ------------------------------------------------------------------ queries
     def tile_density(self, k: int, positions: Tensor) -> Tensor:
         """σ [N] of world positions [N, 3] in tile k (for occupancy grids / sampling)."""

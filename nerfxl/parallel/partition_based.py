@@ -62,7 +62,9 @@ def render_to_main(renderer: TiledRenderer, rays: RayBundle, ctx: DistContext,
     Returns:
         On rank 0 the rendered rays (``n_samples``: rank 0's own); None elsewhere.
     """
-    if renderer.field.joint_evaluation:  # plane/channel parallel: every process renders every ray together
+    # One process (it holds every tile, or the fetched ones), or plane/channel parallel (every process
+    # renders every ray together): the renderer renders the rays whole.
+    if ctx.world_size == 1 or renderer.field.joint_evaluation:
         out = renderer(rays, background=background)
         return out if ctx.is_main else None
     check_ownership(renderer, ctx)
