@@ -1,5 +1,5 @@
-"""Dynamic fetching: render a ground-plane model larger than the device, streaming the N × N blocks
-around the camera (landmark.md §6–7; docs/fetching.md).
+"""Dynamic fetching: render a model larger than the device, streaming the N × N blocks of a ground plane
+(or the NeRF-XL tiles) around the camera (landmark.md §6–7; docs/fetching.md).
 
 - :mod:`.window`: blocks of a ground plane (:class:`BlockLayout`) and N × N windows of them.
 - :mod:`.store`: host block stores — all blocks in (pinned) host memory, or read on demand from the
@@ -9,5 +9,6 @@ around the camera (landmark.md §6–7; docs/fetching.md).
 - :mod:`.field`: the grid that reads the compute buffer, with σ masked outside the window.
 - :mod:`.limits`: what a camera sees (its footprint), the height/tilt limits, error or clamp.
 - :mod:`.fetcher`: the ping-pong buffers and the per-frame policy (trigger, background fetch, swap).
+- :mod:`.tiles`: whole NeRF-XL tiles as the fetch unit (slots, tile stores, the tile target).
 - :mod:`.load`: open a trained run for fetching.
 """
