@@ -177,6 +177,24 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_sound_checkpoint(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete checkpoint whose every file matches its manifest (sizes and SHA-256), and the
+    newer ones skipped on the way with why (one line each): what a resume falls back to."""
+    skipped = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(path, hashes=True)
+            json.loads((path / STATE).read_text())
+        except CheckpointError as e:
+            skipped.append((path, str(e)))
+            continue
+        except (OSError, json.JSONDecodeError) as e:
+            skipped.append((path, f"{path / STATE}: unreadable ({e})"))
+            continue
+        return path, skipped
+    return None, skipped
+
+
 def verify_checkpoint(path: Path, hashes: bool = True, files: Iterable[str] | None = None) -> dict[str, Any]:
     """Check every file (or only ``files``) against the manifest; return the manifest. Raises CheckpointError."""
     path = Path(path)

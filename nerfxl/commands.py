@@ -46,7 +46,7 @@ def run_train(argv: list[str]) -> None:
         print(f"run folder: {run_dir}")
 
 
-RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--progress", "--no-progress")
+RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--max-restarts", "--progress", "--no-progress")
 
 
 def check_resume_options(argv: list[str]) -> None:
@@ -268,4 +268,33 @@ class Split:
         print(f"split run: {split_run(self.run_dir, self.blocks, self.output)}")
 
 
-TRAINING_COMMANDS: dict[str, object] = {"eval": Eval, "render": Render, "demo": Demo, "merge": Merge, "split": Split}
+@dataclass
+class Check:
+    """Verify a run folder: its config.yaml and every checkpoint (files against the manifest's sizes and
+    SHA-256, the shards its strategy writes, the tensors and shapes the config builds). Exits non-zero
+    when anything is damaged, naming the checkpoint a resume would start from."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run folder."""
+
+    def main(self) -> None:
+        from nerfxl.check import check_run, format_report
+        from nerfxl.errors import CheckpointError
+
+        report = check_run(self.run_dir)
+        print(f"{self.run_dir}:")
+        for line in format_report(report):
+            print(line)
+        resume = report.resume_from
+        if report.ok:
+            print(f"ok: {len(report.checkpoints)} checkpoint(s) sound; a resume starts from {resume.path.name}")
+            return
+        if not report.checkpoints:
+            raise CheckpointError(f"{self.run_dir}: no complete checkpoint")
+        damaged = sum(c.problem is not None for c in report.checkpoints)
+        raise CheckpointError(f"{self.run_dir}: {damaged} damaged checkpoint(s); "
+                              + (f"a resume starts from {resume.path.name}" if resume else "nothing to resume from"))
+
+
+TRAINING_COMMANDS: dict[str, object] = {"eval": Eval, "render": Render, "demo": Demo, "merge": Merge, "split": Split,
+                                        "check": Check}

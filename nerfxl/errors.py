@@ -30,6 +30,10 @@ class CheckpointError(NerfxlError):
     """A run folder or checkpoint that is missing, incomplete or from another model."""
 
 
+class PeerLostError(NerfxlError):
+    """This process lost contact with another of its job (it died, hangs, or its machine went away)."""
+
+
 class WorkerError(NerfxlError):
     """A process of a multi-process run (spawned by :func:`nerfxl.parallel.launch.launch`) raised or died.
 
@@ -58,3 +62,8 @@ class WorkerError(NerfxlError):
         self.exc_type = exc_type
         self.traceback = traceback
         self.others = others or []
+
+    def with_message(self, message: str) -> "WorkerError":
+        """The same failure told by ``message`` (e.g. with the run's last checkpoint added)."""
+        return WorkerError(message, self.rank, self.exitcode, self.exc_type, self.traceback, self.others,
+                           self.still_running, self.user_error, self.error_message)

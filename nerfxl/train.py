@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from nerfxl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_optimizer_state_tensors,
+    newest_sound_checkpoint,
     optimizer_state_tensors,
     remove_stale_temporaries,
     save_checkpoint,
@@ -55,7 +57,7 @@ from nerfxl.data.dataset import Dataset
 from nerfxl.data.rays import RayBundle, generate_rays
 from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
-from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError
+from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError, PeerLostError, WorkerError
 from nerfxl.fields.config import FieldConfig, build_radiance_field
 from nerfxl.fields.grid_plane_line import level_resolutions
 from nerfxl.fields.grid_plane_window import PlaneSplit
@@ -77,6 +79,7 @@ from nerfxl.parallel.distributed import (
     all_reduce_scalar,
     broadcast_bytes,
     broadcast_parameters,
+    is_lost_peer_error,
     single_process_context,
     split_into_replicas,
 )
@@ -184,7 +187,15 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     resume: Optional[Path] = None
-    """Continue this run folder from its latest checkpoint, with its saved configuration."""
+    """Continue this run folder from its newest sound checkpoint, with its saved configuration."""
+    run_dir: Optional[Path] = None
+    """Train into exactly this folder instead of OUTPUT/NAME/TIMESTAMP; when it already holds a
+    checkpoint the run continues from it with its saved configuration, so a restarted command
+    (torchrun --max-restarts) resumes."""
+    max_restarts: int = 0
+    """With --devices D > 1: when a process dies or loses contact with the others, restart the job from
+    the newest sound checkpoint, up to this many times (under torchrun: torchrun's own --max-restarts,
+    with --run-dir)."""
     method: Method = "nerfxl"
     """How D processes share the work. nerfxl: K tiles over D processes, every process renders its
     tiles' segments of the same rays. ddp: the data-parallel baseline (PyTorch DDP semantics): one
@@ -820,11 +831,15 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
     """
     from nerfxl.parallel.launch import launch, launched_externally
 
+    if config.max_restarts < 0:
+        raise ConfigError(f"--max-restarts {config.max_restarts}: must be ≥ 0")
+    if config.resume is None and config.run_dir is not None and latest_checkpoint(config.run_dir) is not None:
+        config = dataclasses.replace(config, resume=config.run_dir)  # a restarted command continues its run
     resume = config.resume is not None
     if resume:
         run_dir = Path(config.resume)
         saved = load_run_config(run_dir)
-        config = dataclasses.replace(saved, progress=config.progress, resume=None)
+        config = dataclasses.replace(saved, progress=config.progress, resume=None, max_restarts=config.max_restarts)
         if steps_override is not None:
             config = dataclasses.replace(config, steps=steps_override)
         if devices_override is not None:
@@ -843,19 +858,63 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
         check_processes(config, model_size)  # plane without --blocks: checked once the scene is known
     if config.tile_plan is not None and not Path(config.tile_plan).is_file():
         raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
-    if not resume and not external:
+    if not resume and config.run_dir is not None:
+        run_dir = Path(config.run_dir)
+    elif not resume and not external:
         run_dir = new_run_dir(config, resolve_data_path(config))
     elif not resume:
         run_dir = None  # rank 0 picks it and tells the others
     if config.devices == 1 and not external:
         return train_on_process(single_process_context(resolve_device(config.device)), config, run_dir, resume)[0]
-    results = launch(train_on_process, None if external else config.devices,
-                     args=(config, None if run_dir is None else str(run_dir), resume),
-                     device=config.device, timeout_s=config.collective_timeout_s)
+    restarts = 0
+    while True:
+        try:
+            results = launch(train_on_process, None if external else config.devices,
+                             args=(config, None if run_dir is None else str(run_dir), resume),
+                             device=config.device, timeout_s=config.collective_timeout_s)
+            break
+        except WorkerError as e:
+            lost = not e.user_error or e.exc_type == PeerLostError.__name__
+            last = latest_checkpoint(run_dir) if run_dir is not None else None
+            if not lost or external or restarts >= config.max_restarts:
+                if lost and run_dir is not None:
+                    raise e.with_message(f"{e}; {describe_last_checkpoint(run_dir)}") from None
+                raise
+            restarts += 1
+            print(f"nerfxl: {e}; restart {restarts} of {config.max_restarts} from "
+                  f"{last.name if last else 'the start'}", file=sys.stderr, flush=True)
+            resume = last is not None
     run_dir, interrupted = next(iter(results.values()))
     if interrupted:
         raise KeyboardInterrupt
     return Path(run_dir)
+
+
+def describe_last_checkpoint(run_dir: Path) -> str:
+    """"last complete checkpoint: … (continue with …)" for a run that stopped, or that it has none."""
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return f"{run_dir} has no complete checkpoint yet"
+    return f"last complete checkpoint: {last} (continue with: nerfxl train --resume {run_dir})"
+
+
+def resume_checkpoint(run_dir: Path, ctx: DistContext) -> Path:
+    """The checkpoint a resume starts from: the newest whose every file matches its manifest. Rank 0
+    verifies and tells the others; a damaged newer one is reported and skipped (left as it is)."""
+    if ctx.is_main:
+        found, skipped = newest_sound_checkpoint(run_dir)
+        for path, why in skipped:
+            print(f"nerfxl: warning: skipping {path.name}: {why}", file=sys.stderr, flush=True)
+        if found is None:
+            why = f" (the newest is damaged: {skipped[0][1]})" if skipped else ""
+            answer = {"error": f"{run_dir}: no sound checkpoint to resume from{why}"}
+        else:
+            answer = {"path": str(found)}
+        data = json.dumps(answer).encode()
+    answer = json.loads(broadcast_bytes(data if ctx.is_main else None, ctx).decode())
+    if "error" in answer:
+        raise CheckpointError(answer["error"])
+    return Path(answer["path"])
 
 
 def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str | None, resume: bool) -> tuple[Path, bool]:
@@ -873,10 +932,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     run_dir = Path(run_dir)
     trainer = Trainer(config, run_dir, ctx=ctx)  # before creating the folder: bad input leaves nothing behind
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
-        trainer.load(ckpt)
+        trainer.load(resume_checkpoint(run_dir, ctx))
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)
@@ -910,6 +966,12 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
                         logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
                 trainer.save()
+    except RuntimeError as e:
+        if ctx.world_size == 1 or not is_lost_peer_error(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerLostError(f"rank {ctx.rank} of {ctx.world_size} lost contact with another process at step "
+                            f"{trainer.step} ({first[:200]}); {describe_last_checkpoint(run_dir)}") from None
     except KeyboardInterrupt:
         if ctx.world_size > 1:
             raise  # saved above when all processes agreed to stop; otherwise the last checkpoint stands

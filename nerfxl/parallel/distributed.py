@@ -273,6 +273,18 @@ def split_into_replicas(ctx: DistContext, replicas: int) -> tuple[DistContext, D
     return out["model"], out["replica"]
 
 
+def is_lost_peer_error(error: BaseException) -> bool:
+    """Whether a collective failed because another process is gone or stuck (gloo and NCCL raise plain
+    RuntimeErrors: connection reset or closed, or the collective timeout)."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    if not isinstance(error, RuntimeError):
+        return False
+    text = str(error)
+    return any(mark in text for mark in ("gloo", "Connection closed", "Connection reset", "NCCL", "timed out",
+                                          "Timed out"))
+
+
 def shutdown(ctx: DistContext | None = None) -> None:
     """Leave the process group (if this module created it). Safe to call twice or for world_size 1."""
     if ctx is not None and not ctx.owns_group:
