@@ -933,6 +933,8 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     trainer = Trainer(config, run_dir, ctx=ctx)  # before creating the folder: bad input leaves nothing behind
     if resume:
         trainer.load(resume_checkpoint(run_dir, ctx))
+        if ctx.is_main:
+            print(f"resuming {run_dir} from step {trainer.step}", file=sys.stderr, flush=True)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)

@@ -135,26 +135,29 @@ def test_run_dir_makes_the_same_command_continue_its_run(tiny_city, work):
     assert not (work / "outputs").exists()  # nothing landed in the default OUTPUT/NAME/TIMESTAMP
 
 
-@pytest.mark.slow
-def test_a_killed_rank_is_restarted_and_the_run_ends_on_the_uninterrupted_trajectory(tiny_city, work):
-    """Kill a real rank with SIGKILL: the launcher stops the job, restarts it from the newest
-    checkpoint (--max-restarts 1), and the run ends exactly where an uninterrupted one does."""
-    if not Path("/proc/self/stat").is_file():
-        pytest.skip("needs /proc to find the rank processes")
-    steps, args = 24, ("--partitions", "2", "--devices", "2", "--checkpoint-every", "4")
-    reference = train(tiny_city, work / "restart-reference", "r", "--steps", str(steps), *args)
-    run = work / "restarted" / "run"
-    err = open(work / "restarted.err", "w+")
-    parent = subprocess.Popen([sys.executable, "-m", "nerfxl.cli", "train", *TINY, "--data", str(tiny_city),
-                               "--run-dir", str(run), "--steps", str(steps), "--max-restarts", "1", *args],
-                              stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=work, env=cli_env())
+RESTART_STEPS = 24
+RESTART_ARGS = ("--partitions", "2", "--checkpoint-every", "4")
+
+
+@pytest.fixture(scope="module")
+def restart_reference(tiny_city, work) -> Path:
+    """The uninterrupted run the restarted ones must end on (2 tiles on 2 processes)."""
+    return train(tiny_city, work / "restart-reference", "r", "--steps", str(RESTART_STEPS), "--devices", "2",
+                 *RESTART_ARGS)
+
+
+def kill_a_rank_and_wait(command: list[str], run: Path, work: Path, ranks_of) -> tuple[int, str, str]:
+    """Start ``command``, SIGKILL rank 1 (``ranks_of(parent pid)`` → rank pids) once a checkpoint exists,
+    and wait for the command to end; (exit code, stderr, the newest checkpoint at the kill)."""
+    err = open(work / f"{run.parent.name}.err", "w+")
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=work, env=cli_env())
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while latest_checkpoint(run) is None:
             assert parent.poll() is None, f"training ended before the kill: {Path(err.name).read_text()}"
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.1)
-        ranks = [pid for _, pid, cmd in _children(parent.pid) if b"spawn_main" in cmd]
+        ranks = ranks_of(parent.pid)
         assert len(ranks) == 2, _children(parent.pid)
         os.kill(ranks[1], signal.SIGKILL)
         killed_at = latest_checkpoint(run).name
@@ -164,13 +167,53 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_on_the_uninterrupted_trajec
             parent.kill()
             parent.wait()
         err.close()
-    stderr = Path(err.name).read_text()
-    assert returncode == 0, stderr
-    assert "rank 1 of 2 was killed by SIGKILL" in stderr and "restart 1 of 1 from step-" in stderr, stderr
-    assert killed_at != f"step-{steps:08d}", "the run had finished before the kill"
+    assert killed_at != f"step-{RESTART_STEPS:08d}", "the run had finished before the kill"
+    return returncode, Path(err.name).read_text(), killed_at
+
+
+def assert_ends_on_the_reference(run: Path, reference: Path) -> None:
     assert_same_checkpoint(latest_checkpoint(run), latest_checkpoint(reference))
     for ckpt in list_checkpoints(run):
         verify_checkpoint(ckpt)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_is_restarted_and_the_run_ends_on_the_uninterrupted_trajectory(tiny_city, work,
+                                                                                        restart_reference):
+    """Kill a real rank with SIGKILL: our launcher stops the job, restarts it from the newest
+    checkpoint (--max-restarts 1), and the run ends exactly where an uninterrupted one does."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs /proc to find the rank processes")
+    run = work / "restarted" / "run"
+    command = [sys.executable, "-m", "nerfxl.cli", "train", *TINY, "--data", str(tiny_city), "--run-dir", str(run),
+               "--steps", str(RESTART_STEPS), "--devices", "2", "--max-restarts", "1", *RESTART_ARGS]
+    returncode, stderr, _ = kill_a_rank_and_wait(
+        command, run, work, lambda pid: [p for _, p, cmd in _children(pid) if b"spawn_main" in cmd])
+    assert returncode == 0, stderr
+    assert "rank 1 of 2 was killed by SIGKILL" in stderr and "restart 1 of 1 from step-" in stderr, stderr
+    assert_ends_on_the_reference(run, restart_reference)
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_rank_and_the_same_command_continues_its_run(tiny_city, work,
+                                                                                 restart_reference):
+    """Under torchrun --max-restarts the restarted command finds its --run-dir and resumes from the
+    newest checkpoint, ending on the uninterrupted trajectory."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs /proc to find the rank processes")
+    run = work / "torchrun-restarted" / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "--max-restarts", "1", "-m", "nerfxl.cli", "train", *TINY, "--data", str(tiny_city),
+               "--run-dir", str(run), "--steps", str(RESTART_STEPS), *RESTART_ARGS]
+    returncode, stderr, killed_at = kill_a_rank_and_wait(
+        command, run, work, lambda pid: [p for _, p, cmd in _children(pid) if b"nerfxl.cli" in cmd])
+    assert returncode == 0, stderr
+    assert f"resuming {run} from step" in stderr, stderr
+    # The survivor usually notices before torchrun stops it (a race torchrun may win): then it says so.
+    lost = [line for line in stderr.splitlines() if "lost contact with another process" in line]
+    assert all(line.startswith("nerfxl: error: rank 0 of 2") and f"last complete checkpoint: {run}" in line
+               for line in lost), lost
+    assert_ends_on_the_reference(run, restart_reference)
 
 
 @pytest.mark.slow

@@ -223,7 +223,11 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
         # eagerly and keeps barrier() from guessing a device.
         kwargs["device_id"] = dev
     try:
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT") is not None:
+            kwargs["store"] = _attempt_store(rank, world, timeout_s)
+        else:
+            kwargs["init_method"] = "env://"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=timedelta(seconds=float(timeout_s)), **kwargs)
     except Exception as e:  # store connect timeouts and refused connections come as several types
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
@@ -231,6 +235,16 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
                           ) from e
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend,
                        group=dist.group.WORLD, timeout_s=float(timeout_s), owns_group=True)
+
+
+def _attempt_store(rank: int, world: int, timeout_s: float):
+    """torchrun's store, seen through a prefix of its restart count: torchrun keeps the store across
+    ``--max-restarts`` restarts, and a restarted job reading the previous attempt's keys would try to
+    connect to the dead processes' addresses."""
+    use_agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not use_agent_store and rank == 0, timeout=timedelta(seconds=float(timeout_s)))
+    return dist.PrefixStore(f"nerfxl/attempt-{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def split_into_replicas(ctx: DistContext, replicas: int) -> tuple[DistContext, DistContext]:
