@@ -85,11 +85,9 @@ def ratio(a: float, b: float) -> float | None:
 # ---------------------------------------------------------------------------------------------- the run
 def make_run(args, run_dir: Path) -> Path:
     """Build, briefly train and save a ground-plane run in ``run_dir`` (as ``nerfxl train`` would lay it out)."""
-    from nerfxl.configio import save_config_yaml
     from nerfxl.data.city import ensure_city
     from nerfxl.fields.config import GridConfig
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import Trainer
 
     base = TRAIN_PRESETS["city"][1]
     r = args.resolution
@@ -98,10 +96,18 @@ def make_run(args, run_dir: Path) -> Path:
     config = dataclasses.replace(base, field=dataclasses.replace(base.field, grid=grid),
                                  data=ensure_city(args.city, seed=0, progress=False), device=args.device,
                                  progress=False, eval_every=0, downscale=args.downscale, batch_rays=256, seed=0)
+    return train_and_save(config, run_dir, args.train_steps)
+
+
+def train_and_save(config, run_dir: Path, steps: int) -> Path:
+    """Train ``steps`` steps of ``config`` and save the run in ``run_dir`` as ``nerfxl train`` lays it out."""
+    from nerfxl.configio import save_config_yaml
+    from nerfxl.train import Trainer
+
     trainer = Trainer(config, run_dir)
-    for step in range(args.train_steps):
+    for step in range(steps):
         trainer.train_step(step)
-    trainer.step = args.train_steps
+    trainer.step = steps
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config_yaml(run_dir / "config.yaml", trainer.config)
     trainer.save()

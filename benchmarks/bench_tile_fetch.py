@@ -37,7 +37,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_dynamic_fetch import FILL_VARIANTS, MARGIN_BLOCKS, OVERLAP_GOAL, TAIL_GOAL, ratio, snake_windows, spread
+from bench_dynamic_fetch import (
+    FILL_VARIANTS,
+    MARGIN_BLOCKS,
+    OVERLAP_GOAL,
+    TAIL_GOAL,
+    ratio,
+    snake_windows,
+    spread,
+    train_and_save,
+)
 
 
 def log(msg: str) -> None:
@@ -46,23 +55,14 @@ def log(msg: str) -> None:
 
 def make_run(args, run_dir: Path) -> Path:
     """Build, briefly train and save a run of ``args.tiles`` tiles in ``run_dir``."""
-    from nerfxl.configio import save_config_yaml
     from nerfxl.data.city import ensure_city
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import Trainer
 
     base = TRAIN_PRESETS["city"][1]
     config = dataclasses.replace(base, data=ensure_city(args.city, seed=0, progress=False), device=args.device,
                                  partitions=args.tiles, progress=False, eval_every=0, downscale=args.downscale,
                                  batch_rays=256, seed=0)
-    trainer = Trainer(config, run_dir)
-    for step in range(args.train_steps):
-        trainer.train_step(step)
-    trainer.step = args.train_steps
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config_yaml(run_dir / "config.yaml", trainer.config)
-    trainer.save()
-    return run_dir
+    return train_and_save(config, run_dir, args.train_steps)
 
 
 def time_fills(fetching, repeats: int, pool: ThreadPoolExecutor) -> dict:

@@ -256,9 +256,7 @@ def test_two_processes_share_each_window_and_only_rank_0_reads_the_host(runs, fu
 
     from nerfxl.parallel.launch import launch
 
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
+    clear_launcher_environment(monkeypatch)
     fetching = load_for_fetching(runs["A"], 3, "8x8", device="cpu")
     cameras = flyover(full_models["A"], fetching, 3, frames=60)
     fetching.fetcher.close()
@@ -270,3 +268,10 @@ def test_two_processes_share_each_window_and_only_rank_0_reads_the_host(runs, fu
     assert ranks[0]["fetches"] == ranks[1]["fetches"] >= 8
     assert ranks[1]["host_bytes"] == 0 and ranks[0]["host_bytes"] > 0
     assert ranks[0]["broadcast_bytes"] == ranks[0]["host_bytes"]  # each new block read once, sent once
+
+
+def clear_launcher_environment(monkeypatch) -> None:
+    """Spawned ranks must form their own group, not join one this test process might belong to."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import run_cli
-from test_dynamic_fetch import flyover
+from test_dynamic_fetch import clear_launcher_environment, flyover
 from test_landmark_strategies_config import landmark_config
 
 from nerfxl.errors import ConfigError
@@ -127,9 +127,7 @@ def test_two_processes_share_each_tile_window_and_only_rank_0_reads_the_host(run
 
     from nerfxl.parallel.launch import launch
 
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
+    clear_launcher_environment(monkeypatch)
     fetching = load_for_fetching(runs["vm"], 2, None, device="cpu")
     cameras = flyover(full_models["vm"], fetching, 2, frames=40)
     fetching.fetcher.close()
