@@ -184,12 +184,9 @@ def newest_sound_checkpoint(run_dir: Path) -> tuple[Path | None, list[tuple[Path
     for path in reversed(list_checkpoints(run_dir)):
         try:
             verify_checkpoint(path, hashes=True)
-            json.loads((path / STATE).read_text())
+            read_state(path)
         except CheckpointError as e:
             skipped.append((path, str(e)))
-            continue
-        except (OSError, json.JSONDecodeError) as e:
-            skipped.append((path, f"{path / STATE}: unreadable ({e})"))
             continue
         return path, skipped
     return None, skipped
@@ -241,8 +238,18 @@ def load_checkpoint(path: Path, shard_names: list[str] | None = None, verify: bo
             shards[name] = load_file(str(path / f"{name}.safetensors"))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{path / (name + '.safetensors')}: cannot be read ({e})") from None
-    state = json.loads((path / STATE).read_text())
-    return shards, state
+    return shards, read_state(path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json`` (one-line CheckpointError when unreadable or not an object)."""
+    try:
+        state = json.loads((Path(path) / STATE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{Path(path) / STATE}: unreadable state ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{Path(path) / STATE}: expected a JSON object")
+    return state
 
 
 OPTIMIZER_PREFIX = "optim."

@@ -6,16 +6,22 @@ prints it as one line on stderr and exits non-zero, without a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal, TypeVar
 
 import tyro
 
 from nerfxl.bench.scaling import Scaling
-from nerfxl.errors import NerfxlError, WorkerError
+from nerfxl.errors import ConfigError, NerfxlError, WorkerError
+
+T = TypeVar("T")
+HELP_FLAGS = ("-h", "--help")
 
 CitySize = Literal["tiny", "small", "medium", "large"]
 
@@ -85,8 +91,109 @@ def _commands() -> dict[str, object]:
 
 
 def _run_parser(commands: dict[str, object], argv: list[str], prog: str) -> None:
-    command = tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog=prog)
+    command = parse_quietly(lambda: tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog=prog), argv)
     command.main()
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RULE_CHARS = set("─-")
+MAX_LISTED = 5  # suggestions kept from tyro's lists
+
+
+def parse_quietly(parse: Callable[[], T], argv: list[str]) -> T:
+    """Run a tyro parse; its usage errors (a multi-line box on stderr, then exit 2) become one ConfigError.
+
+    ``--help`` is left to tyro untouched (help on stdout, exit 0). Anything else tyro writes to
+    stderr while parsing successfully (warnings) is passed on once parsing is done.
+    """
+    if any(arg in HELP_FLAGS for arg in argv):
+        return parse()
+    captured = io.StringIO()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"  # tyro wraps its boxes to the terminal; unwrapped, no value is cut in two
+    failed = False
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parse()
+    except SystemExit as e:
+        if e.code in (None, 0):
+            raise
+        failed = True
+        raise ConfigError(condense_usage_error(captured.getvalue())) from None
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+        if not failed and captured.getvalue():
+            sys.stderr.write(captured.getvalue())
+
+
+def _box_body(lines: list[str]) -> tuple[str, list[str]] | None:
+    """(title, content lines with their indentation) of a tyro error box, UTF-8 or ASCII; None if not a box."""
+    first = lines[0].strip()
+    if first.startswith("╭"):
+        body = []
+        for line in lines[1:]:
+            line = line.strip()
+            if not line.startswith("│"):
+                continue
+            inner = line[1:-1] if line.endswith("│") else line[1:]
+            body.append(inner[1:] if inner.startswith(" ") else inner)
+        return first.strip("╭╮─ "), body
+    if len(lines) > 1 and lines[1].strip() and set(lines[1].strip()) <= _RULE_CHARS:
+        return first, [line[2:] if line.startswith("  ") else line for line in lines[2:]]
+    return None
+
+
+def condense_usage_error(text: str) -> str:
+    """tyro's usage-error box as one line: its message, the similar options it suggests, the help hint."""
+    lines = [_ANSI_ESCAPE.sub("", line).rstrip() for line in text.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return "invalid command line (see nerfxl --help)"
+    box = _box_body(lines)
+    if box is None:
+        return " ".join(line.strip() for line in lines)
+    title, body = box
+    sections: list[list[str]] = [[]]
+    for line in body:
+        if not line.strip():
+            continue
+        if len(line.strip()) >= 3 and set(line.strip()) <= _RULE_CHARS:
+            sections.append([])
+        else:
+            sections[-1].append(line)
+    parts, hint = [], None
+    for section in sections:
+        if not section or section[0].strip() == "Argument helptext:":
+            continue
+        if section[0].strip().startswith("For full helptext"):
+            joined = " ".join(line.strip() for line in section)
+            hint = re.sub(r"^For full helptext, (run:?|see)\s*", "", joined)
+            continue
+        base = min(len(line) - len(line.lstrip()) for line in section)
+        chunks: list[tuple[str, list[str]]] = []  # a line of the message and the items listed under it
+        for line in section:
+            depth = len(line) - len(line.lstrip()) - base
+            if depth == 0 or not chunks:
+                chunks.append((line.strip(), []))
+            elif depth <= 4:  # an option or subcommand the box lists; deeper lines are its help text
+                chunks[-1][1].append(line.strip())
+        texts = []
+        for head, items in chunks:
+            if len(items) > MAX_LISTED:
+                items = items[:MAX_LISTED] + ["…"]
+            texts.append(" ".join([head, ", ".join(items)]) if items else head)
+        part = " ".join(t if t.endswith((".", ":", ";")) or i == len(texts) - 1 else t + "." for i, t in enumerate(texts))
+        part = re.sub(r"^Error parsing (\S+?):", r"\1:", part).rstrip(".")
+        if part.startswith("Expected ") and title:
+            part = f"{title}: {part[0].lower()}{part[1:]}"
+        if len(part) > 1 and part[0].isupper() and part[1].islower():
+            part = part[0].lower() + part[1:]
+        parts.append(part)
+    message = "; ".join(parts) or title or "invalid command line"
+    return f"{message} (see {hint})" if hint else message
 
 
 @dataclass
@@ -98,8 +205,10 @@ class Train:
 
 
 def _run_train(argv: list[str]) -> None:
-    from nerfxl.commands import run_train
+    from nerfxl.commands import parse_train_args, run_train
 
+    # Parsed once here so that a usage error is one line (run_train parses again: ~50 ms).
+    parse_quietly(lambda: parse_train_args(argv), argv)
     run_train(argv)
 
 

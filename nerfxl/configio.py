@@ -104,13 +104,27 @@ def save_config_yaml(path: Path, config: Any) -> None:
     write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: where, then what (PyYAML's own message spans several lines)."""
+    problem = getattr(error, "problem", None)
+    if problem:
+        what = "; ".join(x for x in (getattr(error, "context", None), problem) if x)
+        mark = getattr(error, "problem_mark", None)
+        return f"at line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+    return " ".join(str(error).split())
+
+
 def load_config_yaml(path: Path, cls: type) -> Any:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text, expected YAML") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
     try:
         return config_from_dict(cls, data)
     except ConfigError as e:

@@ -903,12 +903,12 @@ def resume_checkpoint(run_dir: Path, ctx: DistContext) -> Path:
     verifies and tells the others; a damaged newer one is reported and skipped (left as it is)."""
     if ctx.is_main:
         found, skipped = newest_sound_checkpoint(run_dir)
-        for path, why in skipped:
-            print(f"nerfxl: warning: skipping {path.name}: {why}", file=sys.stderr, flush=True)
         if found is None:
             why = f" (the newest is damaged: {skipped[0][1]})" if skipped else ""
             answer = {"error": f"{run_dir}: no sound checkpoint to resume from{why}"}
         else:
+            for path, why in skipped:
+                print(f"nerfxl: warning: skipping {path.name}: {why}", file=sys.stderr, flush=True)
             answer = {"path": str(found)}
         data = json.dumps(answer).encode()
     answer = json.loads(broadcast_bytes(data if ctx.is_main else None, ctx).decode())
@@ -935,6 +935,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
         trainer.load(resume_checkpoint(run_dir, ctx))
         if ctx.is_main:
             print(f"resuming {run_dir} from step {trainer.step}", file=sys.stderr, flush=True)
+    trainer.sampler.sample(trainer.step)  # unreadable images fail here, before the run folder exists
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)

@@ -56,7 +56,15 @@ def run_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> tuple[Train
     ckpt = checkpoint or latest_checkpoint(run_dir)
     if ckpt is None:
         raise CheckpointError(f"{run_dir}: the run has no complete checkpoint yet")
-    return config, Path(ckpt), load_checkpoint(ckpt, shard_names=[], verify=False)[1]
+    state = load_checkpoint(ckpt, shard_names=[], verify=False)[1]
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{Path(ckpt) / 'state.json'}: lacks {', '.join(missing)}")
+    return config, Path(ckpt), state
+
+
+STATE_KEYS = ("step", "n_tiles", "tile_boxes", "scene_transform", "n_train_images")
+"""What every checkpoint's state.json holds (a run is loaded from them)."""
 
 
 def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = None,

@@ -30,6 +30,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ COLMAP_MODELS: dict[int, tuple[str, int]] = {
     11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
 }
 PARAM_COUNT = {name: count for name, count in COLMAP_MODELS.values()}
+# Larger sides are corruption (or a parse of garbage), not an image.
+MAX_IMAGE_SIDE = 1 << 24
 SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
              "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE")
 
@@ -333,12 +336,22 @@ def opencv_w2c_to_opengl_c2w(rotation: np.ndarray, translation: np.ndarray) -> n
 def intrinsics_of(camera: ColmapCamera, source: Path) -> tuple[float, float, float, float, list[float], CameraModel]:
     """(fx, fy, cx, cy, (k1, k2, k3, k4, p1, p2), model) of a supported COLMAP camera."""
     p = camera.params
+    where = f"camera {camera.camera_id} ({camera.model})"
+    if not (0 < camera.width <= MAX_IMAGE_SIDE and 0 < camera.height <= MAX_IMAGE_SIDE):
+        raise DataError(source, f"{where}: image size {camera.width}x{camera.height} must be positive "
+                                f"(and at most {MAX_IMAGE_SIDE} pixels a side)")
+    if not all(math.isfinite(x) for x in p):
+        raise DataError(source, f"{where}: parameters contain non-finite values")
     if camera.model not in SUPPORTED:
         raise DataError(source, f"camera {camera.camera_id} uses the {camera.model} model, which is not "
                                 f"supported; supported: {', '.join(SUPPORTED)}")
     if len(p) != PARAM_COUNT[camera.model]:
         raise DataError(source, f"camera {camera.camera_id} ({camera.model}) has {len(p)} parameters, "
                                 f"expected {PARAM_COUNT[camera.model]}")
+    two_focals = camera.model in ("PINHOLE", "OPENCV", "OPENCV_FISHEYE")
+    for focal in p[:2] if two_focals else p[:1]:
+        if focal <= 0:
+            raise DataError(source, f"{where}: focal length must be positive, found {focal:g}")
     zero = [0.0] * 6
     m = camera.model
     if m == "SIMPLE_PINHOLE":
