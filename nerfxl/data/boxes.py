@@ -23,6 +23,10 @@ def intersect_rays_boxes(origins: Tensor, directions: Tensor, boxes: Tensor) -> 
         t_exit: [R, B] exit distance.
         hit: [R, B] bool, True where the ray meets the box at some t ≥ 0 with t_exit > t_enter.
         Where ``hit`` is False, t_enter and t_exit are both 0 so callers can use them without masking.
+
+    A ray parallel to a face and lying exactly in its plane meets the box through a min face only
+    (boxes are half-open, [min, max), for such rays): a ray along the face two tiles share belongs to
+    one of them, never both.
     """
     if boxes.dim() == 2:
         boxes = boxes.unsqueeze(0)
