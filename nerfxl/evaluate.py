@@ -6,6 +6,8 @@ composites, scores and saves (nerf-xl.md §6); the other processes return None.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import time
 from pathlib import Path
@@ -161,6 +163,25 @@ def evaluate_views(trainer, limit: int | None = None, log_images=None) -> dict |
                               step=trainer.step, ctx=trainer.ctx)
     finally:
         trainer.renderer.train()
+        release_freed_memory()
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the memory an evaluation freed back to the system. Rendering whole images briefly takes
+    hundreds of MB; glibc keeps a varying part of it after the free (its mmap threshold adapts
+    upwards), so without this the resident memory of a long run wanders upwards by tens of MB per
+    evaluation with no live memory behind it (benchmarks/bench_soak.py). A no-op off glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device: str, args: tuple = ()) -> Any:
