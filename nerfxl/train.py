@@ -874,7 +874,9 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
                              device=config.device, timeout_s=config.collective_timeout_s)
             break
         except WorkerError as e:
-            lost = not e.user_error or e.exc_type == PeerLostError.__name__
+            # A process that died (killed, out of memory) or lost its peers; not a bug or bad input, which
+            # a restart would only repeat.
+            lost = e.exc_type in (None, PeerLostError.__name__)
             last = latest_checkpoint(run_dir) if run_dir is not None else None
             if not lost or external or restarts >= config.max_restarts:
                 if lost and run_dir is not None:
