@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from nerfxl.checkpoint import CHECKPOINTS, MANIFEST, OPTIMIZER_PREFIX, STATE, list_checkpoints, verify_checkpoint
+from nerfxl.checkpoint import CHECKPOINTS, MANIFEST, STATE, list_checkpoints, verify_checkpoint
 from nerfxl.errors import CheckpointError, NerfxlError
 
 
@@ -56,41 +55,16 @@ def expected_shards(state: dict) -> set[str]:
     return {"shared", *(tile_shard_name(k) for k in range(int(state["n_tiles"])))}
 
 
-def _header(path: Path) -> dict[str, tuple[int, ...]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys() if not k.startswith(OPTIMIZER_PREFIX)}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot be read ({e})") from None
-
-
 def check_tile_shapes(path: Path, config, state: dict) -> None:
     """Every tile shard of a tiled checkpoint holds what the configuration builds (one-line error)."""
-    import dataclasses
-
-    from nerfxl.fetch.tiles import tile_state
-    from nerfxl.fields.config import build_tile
-    from nerfxl.renderer import occupancy_resolution_for
-    from nerfxl.rendering.occupancy import OccupancyGrid
-    from nerfxl.train import describe_state_mismatch, tile_shard_name
+    from nerfxl.fetch.tiles import build_tile_shell, read_tile_layout, tile_state
+    from nerfxl.train import tile_shard_name
 
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     if boxes.dim() != 3 or boxes.shape[0] != int(state["n_tiles"]):
         raise CheckpointError(f"{path / STATE}: tile_boxes do not hold n_tiles = {state['n_tiles']} boxes")
     for k in range(boxes.shape[0]):
-        field_config = config.field
-        res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution")
-        if res:
-            field_config = dataclasses.replace(field_config, grid=dataclasses.replace(field_config.grid,
-                                                                                      base_resolution=tuple(res)))
-        with torch.random.fork_rng(devices=[]):
-            tile = build_tile(field_config, boxes[k])
-        occupancy = OccupancyGrid(boxes[k], occupancy_resolution_for(boxes[k], config.render.occupancy_resolution))
-        shard = path / f"{tile_shard_name(k)}.safetensors"
-        found = {n: torch.empty(s, device="meta") for n, s in _header(shard).items()}
-        mismatch = describe_state_mismatch(tile_state(tile, occupancy), found)
-        if mismatch:
-            raise CheckpointError(f"{shard}: {mismatch}")
+        read_tile_layout(path / f"{tile_shard_name(k)}.safetensors", tile_state(*build_tile_shell(config, state, boxes, k)))
 
 
 def check_checkpoint(path: Path, config) -> CheckpointReport:

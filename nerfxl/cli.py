@@ -207,9 +207,8 @@ class Train:
 def _run_train(argv: list[str]) -> None:
     from nerfxl.commands import parse_train_args, run_train
 
-    # Parsed once here so that a usage error is one line (run_train parses again: ~50 ms).
-    parse_quietly(lambda: parse_train_args(argv), argv)
-    run_train(argv)
+    # Parsed here so that a usage error is one line.
+    run_train(argv, parse_quietly(lambda: parse_train_args(argv), argv))
 
 
 def main(argv: list[str] | None = None) -> None:

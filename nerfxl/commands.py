@@ -23,11 +23,13 @@ def parse_train_args(argv: list[str]):
                                               description="Train a radiance field (preset first, then options).")
 
 
-def run_train(argv: list[str]) -> None:
+def run_train(argv: list[str], config=None) -> None:
+    """``nerfxl train argv``; ``config``: ``argv`` already parsed (:func:`parse_train_args`)."""
     from nerfxl.baselines.runs import INDEPENDENT_METHODS, train_baseline
     from nerfxl.train import train
 
-    config = parse_train_args(argv)
+    if config is None:
+        config = parse_train_args(argv)
 
     def given(flag: str) -> bool:
         return any(a == flag or a.startswith(flag + "=") for a in argv)

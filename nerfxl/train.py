@@ -679,11 +679,12 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.step, self.checkpoint_shards(), state, keep=self.config.keep_checkpoints,
                                ctx=self.world)
 
-    def load(self, path: Path, with_optimizer: bool = True) -> None:
-        """Restore this process's tiles and the shared modules (any D that divides K can load)."""
+    def load(self, path: Path, with_optimizer: bool = True, verify: bool = True) -> None:
+        """Restore this process's tiles and the shared modules (any D that divides K can load).
+        ``verify``: hash the shards read against the manifest (False: the caller has checked them)."""
         _, state = load_checkpoint(path, shard_names=[], verify=False)
         check_same_split(state, self.config, self.ctx.world_size, path)
-        shards, state = load_checkpoint(path, shard_names=["shared", *self.shard_names.values()])
+        shards, state = load_checkpoint(path, shard_names=["shared", *self.shard_names.values()], verify=verify)
         check_tile_plan(self.renderer, state, path)
         load_field_state(self.renderer, shards, state, path, self.shard_names)
         self.optimizer = self._build_optimizer()
@@ -934,7 +935,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     run_dir = Path(run_dir)
     trainer = Trainer(config, run_dir, ctx=ctx)  # before creating the folder: bad input leaves nothing behind
     if resume:
-        trainer.load(resume_checkpoint(run_dir, ctx))
+        trainer.load(resume_checkpoint(run_dir, ctx), verify=False)  # every file was hashed choosing it
         if ctx.is_main:
             print(f"resuming {run_dir} from step {trainer.step}", file=sys.stderr, flush=True)
     trainer.sampler.sample(trainer.step)  # unreadable images fail here, before the run folder exists

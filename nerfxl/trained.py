@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
+from nerfxl.data.boxes import union_box
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
 from nerfxl.fields.config import build_radiance_field
@@ -76,7 +77,7 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     a baseline's grid contraction, whose tensors the checkpoint holds)."""
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
-    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    scene_box = union_box(boxes)
     if saved_strategy(state)["name"] in JOINT_STRATEGIES:
         renderer = _load_parts(config, ckpt, state, boxes, scene_box, ctx)
     else:

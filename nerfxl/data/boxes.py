@@ -10,6 +10,11 @@ import torch
 from torch import Tensor
 
 
+def union_box(boxes: Tensor) -> Tensor:
+    """[K, 2, 3] boxes → [2, 3] the smallest box holding them all (a tile plan's scene box)."""
+    return torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+
+
 def intersect_rays_boxes(origins: Tensor, directions: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Slab test of R rays against B boxes.
 

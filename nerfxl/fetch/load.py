@@ -13,6 +13,7 @@ the shared modules are resident, the tiles' fields and occupancy grids are fetch
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from torch import Tensor
 from safetensors import SafetensorError, safe_open
 
 from nerfxl.checkpoint import OPTIMIZER_PREFIX, load_checkpoint
+from nerfxl.data.boxes import union_box
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError
-from nerfxl.fields.config import build_radiance_field, build_tile
+from nerfxl.fields.config import build_radiance_field
 from nerfxl.fields.grid_plane_window import PlaneSplit
-from nerfxl.renderer import TiledRenderer, occupancy_resolution_for
-from nerfxl.rendering.occupancy import OccupancyGrid
+from nerfxl.renderer import TiledRenderer
 
 from .fetcher import DynamicFetcher
 from .field import BlockTarget, FetchWindowGrid, WindowedTile
@@ -36,6 +37,7 @@ from .tiles import (
     MemoryTileStore,
     TileSource,
     TileTarget,
+    build_tile_shell,
     most_tiles_meeting_a_window,
     read_tile_layout,
     tile_state,
@@ -90,6 +92,8 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     )
     from nerfxl.trained import TrainedRun, run_checkpoint
 
+    if store not in ("memory", "mmap"):
+        raise ConfigError(f"--block-store {store!r}: expected 'memory' or 'mmap'")
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     g = config.field.grid
     if int(state["n_tiles"]) == 1 and (g.type != "plane-line" or g.mode != "ground"):
@@ -112,8 +116,6 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
         tile_shard, per_block = tile_shard_name(0), False
     else:
         raise ConfigError(f"{run_dir}: a {strategy['name']}-parallel run; `nerfxl merge` it first")
-    if store not in ("memory", "mmap"):
-        raise ConfigError(f"--block-store {store!r}: expected 'memory' or 'mmap'")
 
     shapes, handle = _read_header(ckpt / f"{tile_shard}.safetensors")
     plane_names = [k for k in shapes if k.startswith(("grid.density_planes.", "grid.appearance_planes."))]
@@ -185,26 +187,14 @@ def _load_tiles_for_fetching(run_dir: Path, config, ckpt: Path, state: dict, n: 
     from nerfxl.train import load_shared_state, resolve_device, tile_shard_name
     from nerfxl.trained import TrainedRun
 
-    if store not in ("memory", "mmap"):
-        raise ConfigError(f"--block-store {store!r}: expected 'memory' or 'mmap'")
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
-    scene_box = torch.stack([boxes[:, 0].min(0).values, boxes[:, 1].max(0).values])
+    scene_box = union_box(boxes)
     split = PlaneSplit.parse(blocks) if blocks is not None else default_cells(boxes, scene_box, n)
     layout = BlockLayout(split, (), (float(scene_box[0, 0]), float(scene_box[0, 1])),
                          (float(scene_box[1, 0]), float(scene_box[1, 1])))
     layout.check_neighbourhood(n)
 
-    def make_shell(k: int):
-        res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution")
-        field_config = config.field
-        if res:
-            field_config = dataclasses.replace(field_config, grid=dataclasses.replace(field_config.grid,
-                                                                                      base_resolution=tuple(res)))
-        with torch.random.fork_rng(devices=[]):  # the values are never read: leave the caller's RNG alone
-            tile = build_tile(field_config, boxes[k])
-        occupancy = OccupancyGrid(boxes[k], occupancy_resolution_for(boxes[k], config.render.occupancy_resolution))
-        return tile, occupancy
-
+    make_shell = functools.partial(build_tile_shell, config, state, boxes)
     layouts = {k: read_tile_layout(ckpt / f"{tile_shard_name(k)}.safetensors", tile_state(*make_shell(k)))
                for k in range(boxes.shape[0])}
     field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])

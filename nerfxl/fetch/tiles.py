@@ -16,6 +16,8 @@ whose parameters and buffers are re-pointed at views of its slot, so a swap copi
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from torch import Tensor, nn
 
 from nerfxl.checkpoint import OPTIMIZER_PREFIX
 from nerfxl.errors import CheckpointError
+from nerfxl.fields.config import build_tile
+from nerfxl.renderer import occupancy_resolution_for
+from nerfxl.rendering.occupancy import OccupancyGrid
 
 from .buffers import FillTiming, copy_stream, run_copies
 from .window import BlockLayout, Window
@@ -68,7 +73,7 @@ class TileLayout:
 
     def views(self, rows: dict[torch.dtype, Tensor]) -> dict[str, Tensor]:
         """{name: view} of the tensors inside ``rows`` ({dtype: flat slot row})."""
-        return {name: rows[dtype][offset: offset + _numel(shape)].view(shape)
+        return {name: rows[dtype][offset: offset + math.prod(shape)].view(shape)
                 for name, shape, dtype, offset in self.entries}
 
     @property
@@ -76,11 +81,17 @@ class TileLayout:
         return sum(n * torch.empty((), dtype=d).element_size() for d, n in self.numel.items())
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+def build_tile_shell(config, state: dict, boxes: Tensor, k: int) -> tuple[nn.Module, nn.Module]:
+    """Tile k's field and occupancy grid as a run (``config``, a checkpoint's ``state``, the [K, 2, 3]
+    ``boxes``) has them — shapes only: the values are freshly initialised on the CPU, never read."""
+    res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution")
+    field_config = config.field
+    if res:
+        field_config = dataclasses.replace(field_config, grid=dataclasses.replace(field_config.grid,
+                                                                                  base_resolution=tuple(res)))
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
+        tile = build_tile(field_config, boxes[k])
+    return tile, OccupancyGrid(boxes[k], occupancy_resolution_for(boxes[k], config.render.occupancy_resolution))
 
 
 def tile_state(tile: nn.Module, occupancy: nn.Module) -> dict[str, Tensor]:
