@@ -298,5 +298,52 @@ class Check:
                               + (f"a resume starts from {resume.path.name}" if resume else "nothing to resume from"))
 
 
+@dataclass
+class View:
+    """Explore a run in the browser: a viser page renders your camera progressively (coarse while it
+    moves, refined when it rests), with tile boxes, training cameras and a camera-path editor."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run folder."""
+    port: int = 7007
+    """Port to serve on (the next free one is taken if it is busy)."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Loopback by default: only this machine can open the page (reach it from
+    elsewhere with `ssh -L PORT:127.0.0.1:PORT`)."""
+    allow_remote: bool = False
+    """Required to listen on a non-loopback --host: anyone who can reach the port can view the model
+    and save camera paths into the run folder."""
+    resolution: int = 960
+    """Pixels of the refined frame's longer side (changeable in the page)."""
+    coarse_seconds: float = 0.1
+    """What a coarse frame should take while the camera moves (its size follows the measured speed)."""
+    device: str = "auto"
+    """"auto", "cpu", "cuda" or "cuda:N"."""
+    devices: int = 1
+    """Processes to render on, each holding its share of the tiles (with --dynamic-fetch: the same
+    window, each rendering a share of the pixels)."""
+    dynamic_fetch: bool = False
+    """Stream the model around the camera (docs/fetching.md): only an N × N window of blocks or tiles is
+    on the device; the camera is kept within the window's limits."""
+    neighbourhood: int = 3
+    """With --dynamic-fetch: the window is N × N blocks (or cells)."""
+    blocks: Optional[str] = None
+    """With --dynamic-fetch: NXxNY, how a single-model run is cut into blocks (see `nerfxl render`)."""
+    block_store: Literal["memory", "mmap"] = "memory"
+    """With --dynamic-fetch: where the blocks wait on the host."""
+
+    def main(self) -> None:
+        from nerfxl.view import check_host, view_run
+        from nerfxl.viewer.server import ViewerOptions
+
+        warning = check_host(self.host, self.allow_remote)
+        if warning:
+            print(warning, flush=True)
+        options = ViewerOptions(host=self.host, port=self.port, resolution=self.resolution,
+                                coarse_seconds=self.coarse_seconds)
+        view_run(self.run_dir, options, self.devices, self.device, self.dynamic_fetch, self.neighbourhood,
+                 self.blocks, self.block_store)
+
+
 TRAINING_COMMANDS: dict[str, object] = {"eval": Eval, "render": Render, "demo": Demo, "merge": Merge, "split": Split,
-                                        "check": Check}
+                                        "check": Check, "view": View}

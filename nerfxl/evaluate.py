@@ -24,7 +24,7 @@ from nerfxl.fileio import write_json_atomic
 from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.partition_based import render_rays_chunked_to_main
 from nerfxl.parallel.tiles import check_tiles_per_process
-from nerfxl.renderer import TiledRenderer
+from nerfxl.renderer import RenderedRays, TiledRenderer
 
 
 def local_context(renderer: TiledRenderer) -> DistContext:
@@ -68,20 +68,30 @@ def render_image_by_rows(renderer: TiledRenderer, cameras: Cameras, index: int,
     """:func:`render_image` with every process of ``ctx`` holding the same model (or the same window of
     it): process r renders the r-th contiguous share of the pixels alone and rank 0 gathers the image
     (None elsewhere). Every process must call it."""
+    out = render_rays_split_by_pixels(renderer, novel_view_rays(cameras, index), ctx)
+    return None if out is None else image_of(out.rgb, out.depth, out.opacity, cameras, index)
+
+
+@torch.no_grad()
+def render_rays_split_by_pixels(renderer: TiledRenderer, rays, ctx: DistContext) -> RenderedRays | None:
+    """Rays rendered by processes that all hold the same model: process r renders the r-th contiguous
+    share alone, rank 0 gathers them (None elsewhere; ``n_samples``: rank 0's own). Every process must
+    call it."""
     from nerfxl.parallel.distributed import gather_to_main
 
-    rays = novel_view_rays(cameras, index)
     n = len(rays)
     share = -(-n // ctx.world_size)
     mine = rays[min(ctx.rank * share, n): min((ctx.rank + 1) * share, n)]
-    out = render_rays_chunked_to_main(renderer, mine, local_context(renderer))
-    packed = torch.cat([out.rgb, out.depth[:, None], out.opacity[:, None]], dim=1)
-    packed = torch.cat([packed, packed.new_zeros(share - len(packed), 5)])  # equal shapes for the gather
+    out = render_rays_chunked_to_main(renderer, mine, local_context(renderer)) if len(mine) else None
+    if out is None:  # more processes than rays: this one has none
+        out = RenderedRays(*(rays.origins.new_zeros(0, c).squeeze(1) for c in (3, 1, 1, 1)), n_samples=0)
+    packed = torch.cat([out.rgb.reshape(-1, 3), out.depth[:, None], out.opacity[:, None], out.distortion[:, None]], dim=1)
+    packed = torch.cat([packed, packed.new_zeros(share - len(packed), 6)])  # equal shapes for the gather
     gathered = gather_to_main(packed, ctx)
     if gathered is None:
         return None
-    image = gathered[:n]
-    return image_of(image[:, :3], image[:, 3], image[:, 4], cameras, index)
+    g = gathered[:n]
+    return RenderedRays(rgb=g[:, :3], depth=g[:, 3], opacity=g[:, 4], distortion=g[:, 5], n_samples=out.n_samples)
 
 
 def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:

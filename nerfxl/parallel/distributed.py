@@ -560,6 +560,15 @@ def broadcast_async(t: Tensor, ctx: DistContext, src: int = 0, name: str = "broa
     return dist.broadcast(t, src=_global_rank(ctx, src), group=ctx.group, async_op=True)
 
 
+def broadcast_tensor(t: Tensor, ctx: DistContext, src: int = 0, name: str = "broadcast_tensor") -> None:
+    """Overwrite ``t`` (contiguous, the same shape and dtype everywhere) with ``src``'s values, in place."""
+    if ctx.world_size == 1:
+        ctx.record(name, 0)
+        return
+    ctx.record(name, _nbytes(t) if ctx.rank == src else 0)
+    dist.broadcast(t, src=_global_rank(ctx, src), group=ctx.group)
+
+
 def duplicate_context(ctx: DistContext) -> DistContext:
     """The same processes on a second process group, for collectives issued from another thread
     (collectives of one group must be issued in one order; two threads sharing it could interleave them

@@ -1,0 +1,129 @@
+"""``nerfxl view RUN``: serve a trained run to the browser (viser), on one process or several, whole or
+streamed around the camera (dynamic fetching)."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerfxl.errors import ConfigError
+from nerfxl.parallel.distributed import DistContext
+from nerfxl.viewer.server import FetchGeometry, SceneInfo, Viewer, ViewerOptions
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> str | None:
+    """A one-line ConfigError for a non-loopback ``host`` without ``allow_remote``; the warning to print
+    when it is allowed (None for loopback)."""
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        raise ConfigError(f"--host {host} would let other machines open the viewer (it serves your model and "
+                          f"writes camera paths into the run folder); pass --allow-remote as well to mean it")
+    return (f"warning: the viewer listens on {host}: anyone who can reach this machine's port can view the model "
+            f"and save camera paths into the run folder")
+
+
+def scene_info(run, label: str, fetch: FetchGeometry | None = None, fetch_layout=None,
+               processes: int = 1) -> SceneInfo:
+    """What the page shows for a loaded run (a TrainedRun): tiles, blocks, training cameras."""
+    from nerfxl.checkpoint import load_checkpoint
+    from nerfxl.errors import NerfxlError
+    from nerfxl.train import load_split, saved_strategy
+    from nerfxl.viewer.camera import up_direction
+    from nerfxl.viewer.overlays import block_boxes, tile_owners
+
+    state = load_checkpoint(run.checkpoint, shard_names=[], verify=False)[1]
+    boxes = np.asarray(state["tile_boxes"], dtype=np.float64)
+    scene_box = np.stack([boxes[:, 0].min(0), boxes[:, 1].max(0)])
+    z_range = (float(scene_box[0, 2]), float(scene_box[1, 2]))
+    strategy = saved_strategy(state)
+    blocks = None
+    if fetch_layout is not None:
+        blocks = block_boxes(fetch_layout.xy_min, fetch_layout.xy_max, fetch_layout.split.nx, fetch_layout.split.ny,
+                             z_range)
+    elif strategy["name"] == "plane" and strategy.get("blocks"):
+        nx, ny = (int(v) for v in str(strategy["blocks"]).lower().split("x"))
+        blocks = block_boxes(scene_box[0, :2], scene_box[1, :2], nx, ny, z_range)
+    owner_processes = processes if processes > 1 else int(strategy.get("parts") or 1)
+    if strategy["name"] in ("tiles", "branch") and processes <= 1:
+        owner_processes = max(1, int(run.config.devices))
+    try:
+        cameras = run.transform.cameras(load_split(run.config, "train").cameras)
+        image_size = (int(cameras.width[0]), int(cameras.height[0]))
+        up = up_direction(cameras)
+    except (NerfxlError, OSError):  # the dataset moved: the model still renders, without frustums
+        cameras, image_size, up = None, (1280, 720), np.array([0.0, 0.0, 1.0])
+    return SceneInfo(run_dir=Path(run.run_dir), transform=run.transform, scene_box=scene_box, tile_boxes=boxes,
+                     owners=tile_owners(len(boxes), owner_processes), block_boxes=blocks, cameras=cameras, up=up,
+                     n_train_images=int(state["n_train_images"]), image_size=image_size,
+                     label=f"nerfxl · {label} · step {run.step}", fetch=fetch)
+
+
+def view_run(run_dir: Path, options: ViewerOptions, devices: int = 1, device: str = "auto",
+             dynamic_fetch: bool = False, neighbourhood: int = 3, blocks: str | None = None,
+             store: str = "memory", ready=None) -> None:
+    """Serve ``run_dir`` until Ctrl-C on ``devices`` processes (rank 0 serves the page)."""
+    from nerfxl.evaluate import run_on_processes
+
+    run_on_processes(view_on_process, Path(run_dir), devices, device,
+                     args=(Path(run_dir), options, dynamic_fetch, neighbourhood, blocks, store, ready))
+
+
+def view_on_process(ctx: DistContext, run_dir: Path, options: ViewerOptions, dynamic_fetch: bool, neighbourhood: int,
+                    blocks: str | None, store: str, ready=None) -> None:
+    """One process's part of :func:`view_run` (module level: the spawner pickles it by name)."""
+    from nerfxl.viewer.backends import FrameBackend
+
+    fetch = layout = None
+    if dynamic_fetch:
+        from nerfxl.fetch.load import load_for_fetching
+
+        fetching = load_for_fetching(run_dir, neighbourhood, blocks, str(ctx.device), store,
+                                     camera_limits="clamp", ctx=ctx)
+        run, layout = fetching.trained, fetching.layout
+        box = run.renderer.scene_box.cpu()
+        fetch = FetchGeometry(layout.xy_min, layout.block_size, neighbourhood, (float(box[0, 2]), float(box[1, 2])))
+        backend = FrameBackend(run.renderer, ctx, fetcher=fetching.fetcher, pixels_split=True)
+        what = fetching.summary
+    else:
+        from nerfxl.trained import load_trained
+
+        run = load_trained(run_dir, ctx=ctx)
+        backend = FrameBackend(run.renderer, ctx)
+        what = f"{run.renderer.n_tiles} tile(s)"
+    if not ctx.is_main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 ends the session with a stop command
+        try:
+            backend.follow()
+        finally:
+            backend.close()
+        return
+    scene = scene_info(run, Path(run_dir).name, fetch, layout, ctx.world_size)
+    backend.n_train_images = scene.n_train_images
+    viewer = Viewer(backend, scene, options)
+    print(f"nerfxl viewer: {viewer.url}  ({run_dir}, step {run.step}, {what}, {ctx.world_size} process(es); "
+          f"Ctrl-C to stop)", flush=True)
+    if ready is not None:
+        ready(viewer)
+    try:
+        viewer.serve_forever()
+    finally:
+        backend.stop()
+        backend.close()
+        viewer.close()
+        sys.stdout.flush()
