@@ -26,6 +26,7 @@ def parse_train_args(argv: list[str]):
 def run_train(argv: list[str], config=None) -> None:
     """``nerfxl train argv``; ``config``: ``argv`` already parsed (:func:`parse_train_args`)."""
     from nerfxl.baselines.runs import INDEPENDENT_METHODS, train_baseline
+    from nerfxl.errors import ConfigError
     from nerfxl.train import train
 
     if config is None:
@@ -35,6 +36,9 @@ def run_train(argv: list[str], config=None) -> None:
         return any(a == flag or a.startswith(flag + "=") for a in argv)
 
     if config.method in INDEPENDENT_METHODS:
+        if config.viewer:
+            raise ConfigError(f"--viewer shows one model; --method {config.method} trains K separate ones "
+                              f"(view each under RUN/models/ with `nerfxl view` afterwards)")
         print(f"run folder: {train_baseline(config)}")
         return
     if config.resume is not None:
@@ -48,7 +52,9 @@ def run_train(argv: list[str], config=None) -> None:
         print(f"run folder: {run_dir}")
 
 
-RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--max-restarts", "--progress", "--no-progress")
+RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--max-restarts", "--progress", "--no-progress", "--viewer",
+                  "--no-viewer", "--viewer-port", "--viewer-host", "--viewer-allow-remote", "--no-viewer-allow-remote",
+                  "--viewer-fraction", "--viewer-resolution")
 
 
 def check_resume_options(argv: list[str]) -> None:
@@ -333,7 +339,8 @@ class View:
     """With --dynamic-fetch: where the blocks wait on the host."""
 
     def main(self) -> None:
-        from nerfxl.view import check_host, view_run
+        from nerfxl.view import view_run
+        from nerfxl.viewer.hosts import check_host
         from nerfxl.viewer.server import ViewerOptions
 
         warning = check_host(self.host, self.allow_remote)

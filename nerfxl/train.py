@@ -196,6 +196,19 @@ class TrainConfig:
     """With --devices D > 1: when a process dies or loses contact with the others, restart the job from
     the newest sound checkpoint, up to this many times (under torchrun: torchrun's own --max-restarts,
     with --run-dir)."""
+    viewer: bool = False
+    """Serve the model in the browser while it trains (rank 0; `nerfxl view` explains the page).
+    Rendering runs between steps and takes at most --viewer-fraction of the time."""
+    viewer_port: int = 7007
+    """With --viewer: the port (the next free one is taken if it is busy)."""
+    viewer_host: str = "127.0.0.1"
+    """With --viewer: the address to listen on (loopback: this machine only)."""
+    viewer_allow_remote: bool = False
+    """With --viewer: required for a non-loopback --viewer-host (anyone reaching the port sees the model)."""
+    viewer_fraction: float = 0.25
+    """With --viewer: the largest share of wall time rendering may take from training."""
+    viewer_resolution: int = 640
+    """With --viewer: pixels of the refined frame's longer side."""
     method: Method = "nerfxl"
     """How D processes share the work. nerfxl: K tiles over D processes, every process renders its
     tiles' segments of the same rays. ddp: the data-parallel baseline (PyTorch DDP semantics): one
@@ -821,6 +834,24 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     return load_config_yaml(run_dir / "config.yaml", TrainConfig)
 
 
+SESSION_OPTIONS = ("progress", "max_restarts", "viewer", "viewer_port", "viewer_host", "viewer_allow_remote",
+                   "viewer_fraction", "viewer_resolution")
+"""TrainConfig fields a resumed run takes from the command line instead of its saved config.yaml."""
+
+
+def check_viewer_options(config: TrainConfig) -> str | None:
+    """One-line errors for impossible --viewer-* values; the warning to print for a remote host."""
+    if not config.viewer:
+        return None
+    if not 0.0 < config.viewer_fraction < 1.0:
+        raise ConfigError(f"--viewer-fraction {config.viewer_fraction}: must lie strictly between 0 and 1")
+    if config.viewer_resolution < 16:
+        raise ConfigError(f"--viewer-resolution {config.viewer_resolution}: must be at least 16 pixels")
+    from nerfxl.viewer.hosts import check_host
+
+    return check_host(config.viewer_host, config.viewer_allow_remote)
+
+
 def train(config: TrainConfig, steps_override: int | None = None, devices_override: int | None = None) -> Path:
     """Train a new run, or continue ``config.resume``; returns the run folder.
 
@@ -834,13 +865,18 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
 
     if config.max_restarts < 0:
         raise ConfigError(f"--max-restarts {config.max_restarts}: must be ≥ 0")
+    warning = check_viewer_options(config)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if config.resume is None and config.run_dir is not None and latest_checkpoint(config.run_dir) is not None:
         config = dataclasses.replace(config, resume=config.run_dir)  # a restarted command continues its run
     resume = config.resume is not None
     if resume:
         run_dir = Path(config.resume)
         saved = load_run_config(run_dir)
-        config = dataclasses.replace(saved, progress=config.progress, resume=None, max_restarts=config.max_restarts)
+        # Session options (how this invocation runs), not properties of the run: taken from the command.
+        session = {name: getattr(config, name) for name in SESSION_OPTIONS}
+        config = dataclasses.replace(saved, resume=None, **session)
         if steps_override is not None:
             config = dataclasses.replace(config, steps=steps_override)
         if devices_override is not None:
@@ -949,6 +985,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     logger = RunLogger(run_dir, total=config.steps, start=trainer.step, enabled_bar=config.progress) if ctx.is_main else None
     rays_per_step = config.batch_rays * trainer.replicas  # the global batch
     stop = StopRequest(ctx)
+    live = start_live_viewer(trainer) if config.viewer else None
     try:
         while trainer.step < config.steps:
             t0 = time.perf_counter()
@@ -961,6 +998,8 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
                     print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {path}", flush=True)
                 return run_dir, True
             stats["rays_per_s"] = rays_per_step / max(dt, 1e-9)
+            if live is not None:
+                live.between_steps()
             if logger is not None:
                 logger.step(trainer.step, stats, write_scalars=trainer.step % config.log_every == 0)
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
@@ -988,10 +1027,21 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
         stop.close()
         if logger is not None:
             logger.close()
+        if live is not None:
+            live.close()
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
     return run_dir, False
+
+
+def start_live_viewer(trainer: Trainer):
+    """The viewer of a training run (every process builds one; rank 0's serves the page)."""
+    from nerfxl.viewer.live import LiveOptions, LiveViewer
+
+    c = trainer.config
+    return LiveViewer(trainer, LiveOptions(host=c.viewer_host, port=c.viewer_port, fraction=c.viewer_fraction,
+                                           resolution=c.viewer_resolution))
 
 
 class StopRequest:

@@ -3,38 +3,14 @@ streamed around the camera (dynamic fetching)."""
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from nerfxl.errors import ConfigError
 from nerfxl.parallel.distributed import DistContext
 from nerfxl.viewer.server import FetchGeometry, SceneInfo, Viewer, ViewerOptions
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_host(host: str, allow_remote: bool) -> str | None:
-    """A one-line ConfigError for a non-loopback ``host`` without ``allow_remote``; the warning to print
-    when it is allowed (None for loopback)."""
-    if is_loopback(host):
-        return None
-    if not allow_remote:
-        raise ConfigError(f"--host {host} would let other machines open the viewer (it serves your model and "
-                          f"writes camera paths into the run folder); pass --allow-remote as well to mean it")
-    return (f"warning: the viewer listens on {host}: anyone who can reach this machine's port can view the model "
-            f"and save camera paths into the run folder")
 
 
 def scene_info(run, label: str, fetch: FetchGeometry | None = None, fetch_layout=None,

@@ -19,7 +19,7 @@ import numpy as np
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.transform import SceneTransform
 from nerfxl.viewer.backends import BACKGROUNDS, OUTPUTS, FrameBackend, RenderSettings, band_image
-from nerfxl.viewer.camera import View, browser_pose, view_from_browser
+from nerfxl.viewer.camera import browser_pose, view_from_browser
 from nerfxl.viewer.camera_path import Keyframe, camera_path_json, interpolate_path, save_camera_path
 from nerfxl.viewer.overlays import boxes_as_segments, frustums, scene_scale, window_box
 from nerfxl.viewer.progressive import FrameJob, ProgressiveSchedule
@@ -107,7 +107,9 @@ class _Session:
     bands: list = field(default_factory=list)
     next_row: int = 0
     seconds: float = 0.0
-    shown_view: View | None = None
+    model_changed: bool = False
+    """The model changed while a frame was in progress: re-render once it is shown (not before: a
+    refined frame slower than the refresh interval would otherwise never finish)."""
 
 
 class Viewer:
@@ -196,7 +198,8 @@ class Viewer:
         gui = self.server.gui
         with gui.add_folder("Render"):
             self.frame_text = gui.add_text("Frame", "waiting for a browser camera", disabled=True)
-            self.resolution = gui.add_slider("Resolution", 128, 2048, 32, int(self.options.resolution),
+            self.resolution = gui.add_slider("Resolution", 16, max(2048, int(self.options.resolution)), 16,
+                                             int(self.options.resolution),
                                              marks=RESOLUTION_MARKS, hint="pixels of the refined frame's longer side")
             self.output = gui.add_dropdown("Output", OUTPUTS, initial_value="rgb")
             self.sampling = gui.add_dropdown("Samples ×", SAMPLING_CHOICES, initial_value="1",
@@ -270,7 +273,10 @@ class Viewer:
         now = time.perf_counter()
         with self._lock:
             for s in self._sessions.values():
-                s.schedule.invalidate(now, coarse_first=False)
+                if s.job is None:
+                    s.schedule.invalidate(now, coarse_first=False)
+                else:
+                    s.model_changed = True
             self._lock.notify_all()
 
     # ------------------------------------------------------------------ rendering
@@ -320,6 +326,9 @@ class Viewer:
                 return True
             session.schedule.rendered(job, session.seconds, width * height)
             session.job = None
+            if session.model_changed:
+                session.model_changed = False
+                session.schedule.invalidate(time.perf_counter(), coarse_first=False)
             latency = time.perf_counter() - session.schedule.moved_at
             bands, total = session.bands, session.seconds
         image = band_image(bands, width, height, settings.output)
