@@ -339,10 +339,14 @@ class View:
     """With --dynamic-fetch: where the blocks wait on the host."""
 
     def main(self) -> None:
+        from nerfxl.errors import ConfigError
         from nerfxl.view import view_run
-        from nerfxl.viewer.hosts import check_host
+        from nerfxl.viewer.hosts import check_host, check_port
         from nerfxl.viewer.server import ViewerOptions
 
+        check_port(self.port)
+        if self.resolution < 16:
+            raise ConfigError(f"--resolution {self.resolution}: must be at least 16 pixels")
         warning = check_host(self.host, self.allow_remote)
         if warning:
             print(warning, flush=True)

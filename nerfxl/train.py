@@ -847,8 +847,9 @@ def check_viewer_options(config: TrainConfig) -> str | None:
         raise ConfigError(f"--viewer-fraction {config.viewer_fraction}: must lie strictly between 0 and 1")
     if config.viewer_resolution < 16:
         raise ConfigError(f"--viewer-resolution {config.viewer_resolution}: must be at least 16 pixels")
-    from nerfxl.viewer.hosts import check_host
+    from nerfxl.viewer.hosts import check_host, check_port
 
+    check_port(config.viewer_port, "--viewer-port")
     return check_host(config.viewer_host, config.viewer_allow_remote)
 
 

@@ -27,3 +27,9 @@ def check_host(host: str, allow_remote: bool) -> str | None:
                           f"writes camera paths into the run folder); pass --allow-remote as well to mean it")
     return (f"warning: the viewer listens on {host}: anyone who can reach this machine's port can view the model "
             f"and save camera paths into the run folder")
+
+
+def check_port(port: int, flag: str = "--port") -> None:
+    """A one-line ConfigError for a port that cannot exist (0 picks a free one)."""
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{flag} {port}: a port lies between 0 and 65535 (0: any free port)")
