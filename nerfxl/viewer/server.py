@@ -196,6 +196,9 @@ class Viewer:
 
     def _build_panel(self) -> None:
         gui = self.server.gui
+        # No share button: viser's share link tunnels the page through an outside server, which would
+        # undo the loopback default (see docs/viewer.md, Security).
+        gui.configure_theme(control_width="large", show_share_button=False)
         with gui.add_folder("Render"):
             self.frame_text = gui.add_text("Frame", "waiting for a browser camera", disabled=True)
             self.resolution = gui.add_slider("Resolution", 16, max(2048, int(self.options.resolution)), 16,
