@@ -21,6 +21,7 @@ from torch import Tensor
 
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.rays import generate_rays, image_pixels
+from nerfxl.errors import ConfigError
 from nerfxl.evaluate import local_context, render_rays_split_by_pixels
 from nerfxl.parallel.distributed import DistContext, broadcast_tensor
 from nerfxl.parallel.partition_based import render_rays_chunked_to_main
@@ -149,6 +150,8 @@ class FrameBackend:
         self.pixels_split = pixels_split
         self.renders = renders
         self.last_report = None
+        self.refusal: str | None = None
+        """Why the last band was not rendered (a camera dynamic fetching cannot serve), else None."""
         self.device = self.ctx.device
 
     @property
@@ -158,7 +161,8 @@ class FrameBackend:
     # ------------------------------------------------------------------ rank 0
     def render_rows(self, cameras: Cameras, rows: tuple[int, int], settings: RenderSettings) -> tuple[RenderedBand, Cameras]:
         """Rank 0: rows [r0, r1) of camera 0 of ``cameras`` (every process renders its part). Returns the
-        band and the camera actually rendered (a fetching run may have lowered it)."""
+        band and the camera actually rendered (a fetching run may have lowered it), or (None, None) for a
+        camera no fetch window can hold (:attr:`refusal` says why)."""
         cmd = self._send(encode_command(OP_ROWS, cameras, rows, settings))
         out, rendered_cameras = self._execute(cmd, settings.background)
         return out, rendered_cameras
@@ -201,8 +205,13 @@ class FrameBackend:
         if op != OP_ROWS or not self.renders:
             return None, None
         cameras = cameras.to(self.device)
+        self.refusal = None
         if self.fetcher is not None:
-            cameras, self.last_report = self.fetcher.prepare(cameras, 0)
+            try:
+                cameras, self.last_report = self.fetcher.prepare(cameras, 0)
+            except ConfigError as e:  # no window holds this view (it reaches the horizon): every process alike
+                self.refusal = str(e)
+                return None, None
         rays = rows_rays(cameras, rows, appearance)
         was_training = self.renderer.training
         self.renderer.eval()

@@ -16,6 +16,8 @@ from typing import Literal
 from nerfxl.viewer.camera import View
 
 Level = Literal["coarse", "refined"]
+FORGET = 0.7
+"""How much of the speed measured so far each new frame keeps (older frames fade geometrically)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class ProgressiveSchedule:
         self.rest_seconds = rest_seconds
         self.min_long_side = min_long_side
         self.rays_per_second = rays_per_second
+        self._rays, self._seconds = rays_per_second * coarse_seconds, coarse_seconds  # the guess, as one frame
         self.view: View | None = None
         self.version = 0
         self.moved_at = -math.inf
@@ -136,8 +139,11 @@ class ProgressiveSchedule:
     def rendered(self, job: FrameJob, seconds: float, rays: int, shown: bool = True) -> None:
         """``rays`` of ``job`` took ``seconds`` (a whole frame, or the bands before it was dropped)."""
         if rays > 0 and seconds > 0:
-            measured = rays / seconds
-            # A running mean that follows a device that got busier (training) within a few frames.
-            self.rays_per_second = 0.5 * self.rays_per_second + 0.5 * measured
+            # Rays over seconds of the recent frames, older ones fading: weighted by time, so a cheap
+            # frame of sky cannot inflate the estimate tenfold, and a device that got busier (training)
+            # is followed within a few frames.
+            self._rays = FORGET * self._rays + rays
+            self._seconds = FORGET * self._seconds + seconds
+            self.rays_per_second = self._rays / self._seconds
         if shown and job.version == self.version:
             self.shown = (job.version, job.level)

@@ -19,7 +19,7 @@ import numpy as np
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.transform import SceneTransform
 from nerfxl.viewer.backends import BACKGROUNDS, OUTPUTS, FrameBackend, RenderSettings, band_image
-from nerfxl.viewer.camera import browser_pose, view_from_browser
+from nerfxl.viewer.camera import View, browser_pose, view_from_browser
 from nerfxl.viewer.camera_path import Keyframe, camera_path_json, interpolate_path, save_camera_path
 from nerfxl.viewer.overlays import boxes_as_segments, frustums, scene_scale, window_box
 from nerfxl.viewer.progressive import FrameJob, ProgressiveSchedule
@@ -107,6 +107,7 @@ class _Session:
     bands: list = field(default_factory=list)
     next_row: int = 0
     seconds: float = 0.0
+    shown_view: View | None = None
     model_changed: bool = False
     """The model changed while a frame was in progress: re-render once it is shown (not before: a
     refined frame slower than the refresh interval would otherwise never finish)."""
@@ -131,7 +132,7 @@ class Viewer:
         self.keyframes: list[Keyframe] = []
         self._lock = threading.Condition()
         self._sessions: dict[int, _Session] = {}
-        self._stopped = False
+        self._stop_event = threading.Event()
         self._window_shown = None
         self.server = viser.ViserServer(host=self.options.host, port=self.options.port, label=scene.label,
                                         verbose=False)
@@ -167,11 +168,10 @@ class Viewer:
             eye = centre + np.array([0.0, -1.5, 1.0]) * (box[1] - box[0]).max()
             pose = np.concatenate([np.eye(3), eye[:, None]], axis=1)
             fov = np.radians(50.0)
+        self._initial = (tuple(float(v) for v in pose[:, 3]), tuple(float(v) for v in centre),
+                         tuple(float(v) for v in self.scene.up), float(fov))
         initial = self.server.initial_camera
-        initial.position = tuple(float(v) for v in pose[:, 3])
-        initial.look_at = tuple(float(v) for v in centre)
-        initial.up = tuple(float(v) for v in self.scene.up)
-        initial.fov = fov
+        initial.position, initial.look_at, initial.up, initial.fov = self._initial
 
     def _build_overlays(self) -> None:
         scene = self.server.scene
@@ -252,6 +252,13 @@ class Viewer:
                 if session.schedule.set_view(view, time.perf_counter()):
                     self._lock.notify_all()
 
+        # Start from the run's view, not whatever camera the page had before it applied the initial one.
+        position, look_at, up, fov = self._initial
+        with client.atomic():
+            client.camera.up_direction = up
+            client.camera.position = position
+            client.camera.look_at = look_at
+            client.camera.fov = fov
         client.camera.on_update(camera_moved)
         with self._lock:
             self._sessions[client.client_id] = session
@@ -320,6 +327,8 @@ class Viewer:
         t0 = time.perf_counter()
         band, rendered = self.backend.render_rows(job.view.cameras(job.long_side), rows, settings)
         seconds = time.perf_counter() - t0
+        if band is None:
+            return self._refuse(session, job, seconds)
         clamped = rendered is not None and not np.allclose(rendered.camera_to_worlds[0].double().numpy(),
                                                            job.view.c2w, atol=1e-5)
         with self._lock:
@@ -335,6 +344,7 @@ class Viewer:
             latency = time.perf_counter() - session.schedule.moved_at
             bands, total = session.bands, session.seconds
         image = band_image(bands, width, height, settings.output)
+        session.shown_view = job.view if not clamped else view_from_rendered(rendered, job.view)
         self._publish(session, image)
         self.frames_shown += 1
         self.records.append(FrameRecord(job.level, width, height, total, latency, job.version))
@@ -343,6 +353,21 @@ class Viewer:
         if clamped:
             self._enforce_limits(session, rendered)
         self._update_window_overlay()
+        return True
+
+    def _refuse(self, session: _Session, job: FrameJob, seconds: float) -> bool:
+        """Dynamic fetching cannot serve this camera: say so, and put the browser back on the last camera
+        that was rendered (the limits are part of the UI)."""
+        with self._lock:
+            session.schedule.rendered(job, seconds, 0)  # handled: nothing more for this camera
+            session.job = None
+            back = session.shown_view
+        self.frame_text.value = f"camera refused: {self.backend.refusal}"
+        if back is not None:
+            position, wxyz = browser_pose(back.c2w)
+            with session.client.atomic():
+                session.client.camera.wxyz = wxyz
+                session.client.camera.position = position
         return True
 
     def _publish(self, session: _Session, image: np.ndarray) -> None:
@@ -423,9 +448,18 @@ class Viewer:
         return path
 
     # ------------------------------------------------------------------ loop
+    def stop(self) -> None:
+        """End :meth:`serve_forever` (from any thread) without waiting for its next heartbeat."""
+        self._stop_event.set()
+        with self._lock:
+            self._lock.notify_all()
+
     def serve_forever(self, stop: threading.Event | None = None, heartbeat_s: float = 1.0) -> None:
-        """Render until ``stop`` is set (or Ctrl-C); with several processes, idle waits send heartbeats."""
-        stop = stop or threading.Event()
+        """Render until ``stop`` is set, :meth:`stop` is called or Ctrl-C; with several processes, idle
+        waits send heartbeats."""
+        if stop is not None:
+            self._stop_event = stop
+        stop = self._stop_event
         last = time.perf_counter()
         try:
             while not stop.is_set():
@@ -435,7 +469,8 @@ class Viewer:
                 due = self.seconds_until_due()
                 wait = heartbeat_s if due is None else min(max(due, 0.005), heartbeat_s)
                 with self._lock:
-                    self._lock.wait(timeout=wait)
+                    if not stop.is_set():
+                        self._lock.wait(timeout=wait)
                 if time.perf_counter() - last >= heartbeat_s:
                     self.backend.idle()
                     last = time.perf_counter()
@@ -444,3 +479,8 @@ class Viewer:
 
     def close(self) -> None:
         self.server.stop()
+
+
+def view_from_rendered(rendered: Cameras, asked: View) -> View:
+    """The view a (lowered) rendered camera shows, with the asked view's lens."""
+    return View(rendered.camera_to_worlds[0].double().numpy(), asked.fov_y, asked.aspect)

@@ -171,6 +171,19 @@ def test_dynamic_fetching_keeps_the_browser_camera_within_the_window(run4, model
         want = to_uint8(render_image(model4.renderer, view.cameras(32), 0)["rgb"])
         assert np.abs(tab.scene.images[-1].astype(int) - want.astype(int)).max() <= 1
         assert viewer.window_overlay is not None and viewer.block_overlay is not None
+
+        # A view along the ground reaches the horizon: no window holds it, so it is refused and the
+        # browser goes back to the last rendered camera (the viewer keeps serving).
+        shown = tab.camera.position.copy()
+        eye = torch.tensor([0.0, 0.0, 0.2])
+        tab.camera.move(look_at(eye, eye + torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])).double().numpy())
+        frames = viewer.frames_shown
+        viewer.work()
+        assert viewer.frame_text.value.startswith("camera refused:") and "horizon" in viewer.frame_text.value
+        np.testing.assert_allclose(tab.camera.position, shown)
+        assert viewer.frames_shown == frames
+        tab.camera.move(aerial_pose(0.2, 0.3))
+        work_until(viewer, lambda: viewer.frames_shown > frames)
     finally:
         viewer.close()
         backend.close()
@@ -227,6 +240,7 @@ def test_train_viewer_flag_serves_and_closes(tiny_city, tmp_path, monkeypatch, c
     def start_and_watch(trainer):
         live = original(trainer)
         live.viewer.options.rest_seconds = 0.0
+        live.options.refresh_s = 0.0  # re-render the resting view as often as the budget allows
         live.viewer._on_connect(FakeClient(trainer.train_cameras.camera_to_worlds[0].cpu().double().numpy()))
         started.append(live)
         return live
