@@ -97,7 +97,8 @@ def sampling_density(renderer: TiledRenderer, factor: float):
 def rows_rays(cameras: Cameras, rows: tuple[int, int], appearance: int):
     """The rays of rows [r0, r1) of camera 0, row-major, with appearance embedding ``appearance``."""
     w = int(cameras.width[0])
-    pixels = image_pixels(w, int(cameras.height[0]), device=cameras.device)[rows[0] * w: rows[1] * w]
+    pixels = image_pixels(w, rows[1] - rows[0], device=cameras.device)  # only the band's rows: (u, v − r0)
+    pixels[:, 1] += rows[0]
     rays = generate_rays(cameras, torch.zeros(len(pixels), dtype=torch.int64, device=cameras.device), pixels)
     rays.image_indices = torch.full_like(rays.image_indices, appearance)
     return rays
