@@ -592,7 +592,7 @@ def main() -> None:
     from nerfxl.train import resolve_device
     from nerfxl.trained import load_trained
     from nerfxl.view import scene_info
-    from nerfxl.viewer.server import FetchGeometry, ViewerOptions
+    from nerfxl.viewer.server import ViewerOptions
 
     # viser prints its banner (and chromium may print) to stdout: send file descriptor 1 to stderr until
     # the JSON document is written to the real stdout.
@@ -660,12 +660,9 @@ def main() -> None:
                 flight_fetch = None
                 if not args.no_fetch:
                     frun = fetching.trained
-                    fbox = frun.renderer.scene_box.cpu()
-                    geometry = FetchGeometry(layout.xy_min, layout.block_size, args.neighbourhood,
-                                             (float(fbox[0, 2]), float(fbox[1, 2])))
                     fbackend = TimedBackend(frun.renderer, local_context(frun.renderer), fetcher=fetching.fetcher,
                                             pixels_split=True)
-                    fscene = scene_info(frun, Path(run_dir).name, geometry, layout, 1)
+                    fscene = scene_info(frun, Path(run_dir).name, fetching)
                     fbackend.n_train_images = fscene.n_train_images
                     flight_options = dataclasses.replace(flight_options, port=free_port())
                     page = ServedPage(browser, fbackend, fscene, flight_options, viewport, "fetching",

@@ -52,23 +52,31 @@ def run_train(argv: list[str], config=None) -> None:
         print(f"run folder: {run_dir}")
 
 
-RESUME_OPTIONS = ("--resume", "--steps", "--devices", "--max-restarts", "--progress", "--no-progress", "--viewer",
-                  "--no-viewer", "--viewer-port", "--viewer-host", "--viewer-allow-remote", "--no-viewer-allow-remote",
-                  "--viewer-fraction", "--viewer-resolution")
+def resume_options() -> tuple[str, ...]:
+    """The flags --resume accepts: the step and process counts, and the session options
+    (:data:`nerfxl.train.SESSION_OPTIONS`, the switches with their --no- forms)."""
+    from nerfxl.train import SESSION_OPTIONS, TrainConfig
+
+    switches = {f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool")}
+    flags = [f"--{prefix}{name.replace('_', '-')}" for name in SESSION_OPTIONS
+             for prefix in (("", "no-") if name in switches else ("",))]
+    return ("--resume", "--steps", "--devices", *flags)
 
 
 def check_resume_options(argv: list[str]) -> None:
     """--resume continues the run with its saved config.yaml: refuse options that would be ignored."""
     from nerfxl.errors import ConfigError
 
+    allowed = resume_options()
+
     if argv and not argv[0].startswith("-"):
         raise ConfigError(f"preset {argv[0]!r} cannot be given with --resume: the run continues with its saved "
                           f"config.yaml")
     for arg in argv:
         flag = arg.split("=", 1)[0]
-        if flag.startswith("--") and flag not in RESUME_OPTIONS:
+        if flag.startswith("--") and flag not in allowed:
             raise ConfigError(f"{flag} cannot be changed on --resume: the run continues with its saved config.yaml "
-                              f"(allowed: {', '.join(RESUME_OPTIONS[1:])})")
+                              f"(allowed: {', '.join(allowed[1:])})")
 
 
 @dataclass
@@ -339,15 +347,11 @@ class View:
     """With --dynamic-fetch: where the blocks wait on the host."""
 
     def main(self) -> None:
-        from nerfxl.errors import ConfigError
         from nerfxl.view import view_run
-        from nerfxl.viewer.hosts import check_host, check_port
+        from nerfxl.viewer.hosts import check_viewer_flags
         from nerfxl.viewer.server import ViewerOptions
 
-        check_port(self.port)
-        if self.resolution < 16:
-            raise ConfigError(f"--resolution {self.resolution}: must be at least 16 pixels")
-        warning = check_host(self.host, self.allow_remote)
+        warning = check_viewer_flags(self.host, self.allow_remote, self.port, self.resolution)
         if warning:
             print(warning, flush=True)
         options = ViewerOptions(host=self.host, port=self.port, resolution=self.resolution,

@@ -145,16 +145,20 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
         mp4.replace(tmp)
 
 
+def depth_as_grey(depth: Tensor, opacity: Tensor) -> Tensor:
+    """Depths [...] → grey [..., 3] in [0, 1]: near is dark, the 98th percentile of the opaque pixels'
+    depths (opacity > 0.5) is white."""
+    valid = opacity > 0.5
+    scale = float(depth[valid].quantile(0.98)) if bool(valid.any()) else 1.0
+    return (depth / max(scale, 1e-6)).clamp(0, 1)[..., None].expand(*depth.shape, 3)
+
+
 def frame_image(rendered: dict[str, Tensor], depth: bool) -> np.ndarray:
     """A rendered view as uint8 RGB, with its depth map (grey, scaled to the 98th percentile) beside it."""
     rgb = to_uint8(rendered["rgb"])
     if not depth:
         return rgb
-    d = rendered["depth"]
-    valid = rendered["opacity"] > 0.5
-    scale = float(d[valid].quantile(0.98)) if bool(valid.any()) else 1.0
-    gray = to_uint8((d / max(scale, 1e-6)).clamp(0, 1)[..., None].expand(-1, -1, 3))
-    return np.concatenate([rgb, gray], axis=1)
+    return np.concatenate([rgb, to_uint8(depth_as_grey(rendered["depth"], rendered["opacity"]))], axis=1)
 
 
 def render_path(renderer, cameras: Cameras, out_dir: Path, fps: float = 24.0, video: Path | None = None,

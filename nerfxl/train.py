@@ -845,12 +845,10 @@ def check_viewer_options(config: TrainConfig) -> str | None:
         return None
     if not 0.0 < config.viewer_fraction < 1.0:
         raise ConfigError(f"--viewer-fraction {config.viewer_fraction}: must lie strictly between 0 and 1")
-    if config.viewer_resolution < 16:
-        raise ConfigError(f"--viewer-resolution {config.viewer_resolution}: must be at least 16 pixels")
-    from nerfxl.viewer.hosts import check_host, check_port
+    from nerfxl.viewer.hosts import check_viewer_flags
 
-    check_port(config.viewer_port, "--viewer-port")
-    return check_host(config.viewer_host, config.viewer_allow_remote)
+    return check_viewer_flags(config.viewer_host, config.viewer_allow_remote, config.viewer_port,
+                              config.viewer_resolution, prefix="--viewer-")
 
 
 def train(config: TrainConfig, steps_override: int | None = None, devices_override: int | None = None) -> Path:

@@ -13,66 +13,68 @@ from nerfxl.parallel.distributed import DistContext
 from nerfxl.viewer.server import FetchGeometry, SceneInfo, Viewer, ViewerOptions
 
 
-def scene_info(run, label: str, fetch: FetchGeometry | None = None, fetch_layout=None,
-               processes: int = 1) -> SceneInfo:
-    """What the page shows for a loaded run (a TrainedRun): tiles, blocks, training cameras."""
+def scene_info(run, label: str, fetching=None, processes: int = 1) -> SceneInfo:
+    """What the page shows for a loaded run (a TrainedRun): tiles, blocks, training cameras, and with
+    ``fetching`` (a :class:`nerfxl.fetch.load.FetchingRun`) the fetch grid and window."""
+    import torch
+
     from nerfxl.checkpoint import load_checkpoint
+    from nerfxl.data.boxes import union_box
     from nerfxl.errors import NerfxlError
+    from nerfxl.fields.grid_plane_window import PlaneSplit
     from nerfxl.train import load_split, saved_strategy
     from nerfxl.viewer.camera import up_direction
     from nerfxl.viewer.overlays import block_boxes, tile_owners
 
     state = load_checkpoint(run.checkpoint, shard_names=[], verify=False)[1]
-    boxes = np.asarray(state["tile_boxes"], dtype=np.float64)
-    scene_box = np.stack([boxes[:, 0].min(0), boxes[:, 1].max(0)])
+    boxes = torch.tensor(state["tile_boxes"], dtype=torch.float64)
+    scene_box = union_box(boxes).numpy()
     z_range = (float(scene_box[0, 2]), float(scene_box[1, 2]))
     strategy = saved_strategy(state)
-    blocks = None
-    if fetch_layout is not None:
-        blocks = block_boxes(fetch_layout.xy_min, fetch_layout.xy_max, fetch_layout.split.nx, fetch_layout.split.ny,
-                             z_range)
+    blocks = fetch = None
+    if fetching is not None:
+        layout = fetching.layout
+        blocks = block_boxes(layout.xy_min, layout.xy_max, layout.split.nx, layout.split.ny, z_range)
+        fetch = FetchGeometry(layout.xy_min, layout.block_size, fetching.fetcher.n, z_range)
     elif strategy["name"] == "plane" and strategy.get("blocks"):
-        nx, ny = (int(v) for v in str(strategy["blocks"]).lower().split("x"))
-        blocks = block_boxes(scene_box[0, :2], scene_box[1, :2], nx, ny, z_range)
-    owner_processes = processes if processes > 1 else int(strategy.get("parts") or 1)
-    if strategy["name"] in ("tiles", "branch") and processes <= 1:
-        owner_processes = max(1, int(run.config.devices))
+        split = PlaneSplit.parse(strategy["blocks"])
+        blocks = block_boxes(scene_box[0, :2], scene_box[1, :2], split.nx, split.ny, z_range)
+    # The processes holding the tiles: this view's, else the ones that trained them.
+    owners = tile_owners(len(boxes), processes if processes > 1 else max(1, int(run.config.devices)))
     try:
         cameras = run.transform.cameras(load_split(run.config, "train").cameras)
         image_size = (int(cameras.width[0]), int(cameras.height[0]))
         up = up_direction(cameras)
     except (NerfxlError, OSError):  # the dataset moved: the model still renders, without frustums
         cameras, image_size, up = None, (1280, 720), np.array([0.0, 0.0, 1.0])
-    return SceneInfo(run_dir=Path(run.run_dir), transform=run.transform, scene_box=scene_box, tile_boxes=boxes,
-                     owners=tile_owners(len(boxes), owner_processes), block_boxes=blocks, cameras=cameras, up=up,
+    return SceneInfo(run_dir=Path(run.run_dir), transform=run.transform, scene_box=scene_box, tile_boxes=boxes.numpy(),
+                     owners=owners, block_boxes=blocks, cameras=cameras, up=up,
                      n_train_images=int(state["n_train_images"]), image_size=image_size,
                      label=f"nerfxl · {label} · step {run.step}", fetch=fetch)
 
 
 def view_run(run_dir: Path, options: ViewerOptions, devices: int = 1, device: str = "auto",
              dynamic_fetch: bool = False, neighbourhood: int = 3, blocks: str | None = None,
-             store: str = "memory", ready=None) -> None:
+             store: str = "memory") -> None:
     """Serve ``run_dir`` until Ctrl-C on ``devices`` processes (rank 0 serves the page)."""
     from nerfxl.evaluate import run_on_processes
 
     run_on_processes(view_on_process, Path(run_dir), devices, device,
-                     args=(Path(run_dir), options, dynamic_fetch, neighbourhood, blocks, store, ready))
+                     args=(Path(run_dir), options, dynamic_fetch, neighbourhood, blocks, store))
 
 
 def view_on_process(ctx: DistContext, run_dir: Path, options: ViewerOptions, dynamic_fetch: bool, neighbourhood: int,
-                    blocks: str | None, store: str, ready=None) -> None:
+                    blocks: str | None, store: str) -> None:
     """One process's part of :func:`view_run` (module level: the spawner pickles it by name)."""
     from nerfxl.viewer.backends import FrameBackend
 
-    fetch = layout = None
+    fetching = None
     if dynamic_fetch:
         from nerfxl.fetch.load import load_for_fetching
 
         fetching = load_for_fetching(run_dir, neighbourhood, blocks, str(ctx.device), store,
                                      camera_limits="clamp", ctx=ctx)
-        run, layout = fetching.trained, fetching.layout
-        box = run.renderer.scene_box.cpu()
-        fetch = FetchGeometry(layout.xy_min, layout.block_size, neighbourhood, (float(box[0, 2]), float(box[1, 2])))
+        run = fetching.trained
         backend = FrameBackend(run.renderer, ctx, fetcher=fetching.fetcher, pixels_split=True)
         what = fetching.summary
     else:
@@ -88,13 +90,11 @@ def view_on_process(ctx: DistContext, run_dir: Path, options: ViewerOptions, dyn
         finally:
             backend.close()
         return
-    scene = scene_info(run, Path(run_dir).name, fetch, layout, ctx.world_size)
+    scene = scene_info(run, Path(run_dir).name, fetching, ctx.world_size)
     backend.n_train_images = scene.n_train_images
     viewer = Viewer(backend, scene, options)
     print(f"nerfxl viewer: {viewer.url}  ({run_dir}, step {run.step}, {what}, {ctx.world_size} process(es); "
           f"Ctrl-C to stop)", flush=True)
-    if ready is not None:
-        ready(viewer)
     try:
         viewer.serve_forever()
     finally:

@@ -164,9 +164,7 @@ class FrameBackend:
         """Rank 0: rows [r0, r1) of camera 0 of ``cameras`` (every process renders its part). Returns the
         band and the camera actually rendered (a fetching run may have lowered it), or (None, None) for a
         camera no fetch window can hold (:attr:`refusal` says why)."""
-        cmd = self._send(encode_command(OP_ROWS, cameras, rows, settings))
-        out, rendered_cameras = self._execute(cmd, settings.background)
-        return out, rendered_cameras
+        return self._execute(self._send(encode_command(OP_ROWS, cameras, rows, settings)), settings.background)
 
     def idle(self) -> None:
         """Rank 0 has nothing to render: tell the others (keeps their wait under the collective timeout)."""
@@ -236,19 +234,16 @@ class FrameBackend:
             self.fetcher.close()
 
 
-def band_image(bands: list[RenderedBand], width: int, height: int, output: Output,
-               depth_scale: float | None = None) -> np.ndarray:
-    """Bands covering rows 0..H → an [H, W, 3] uint8 image of ``output`` (depth: grey, scaled to its
-    98th percentile or ``depth_scale``)."""
+def band_image(bands: list[RenderedBand], width: int, height: int, output: Output) -> np.ndarray:
+    """Bands covering rows 0..H → an [H, W, 3] uint8 image of ``output`` (depth: grey, as ``nerfxl render
+    --depth`` shows it)."""
     from nerfxl.evaluate import to_uint8
+    from nerfxl.render import depth_as_grey
 
     if output == "rgb":
         image = torch.cat([b.rgb for b in bands])
     elif output == "opacity":
         image = torch.cat([b.opacity for b in bands])[:, None].expand(-1, 3)
     else:
-        depth, opacity = torch.cat([b.depth for b in bands]), torch.cat([b.opacity for b in bands])
-        valid = opacity > 0.5
-        scale = depth_scale or (float(depth[valid].quantile(0.98)) if bool(valid.any()) else 1.0)
-        image = (depth / max(scale, 1e-6)).clamp(0, 1)[:, None].expand(-1, 3)
+        image = depth_as_grey(torch.cat([b.depth for b in bands]), torch.cat([b.opacity for b in bands]))
     return to_uint8(image.reshape(height, width, 3))

@@ -98,6 +98,11 @@ def view_from_browser(position, wxyz, fov_y: float, aspect: float) -> View:
     return View(c2w, float(fov_y), float(aspect))
 
 
+def view_of(camera) -> View:
+    """A viser camera handle's current view."""
+    return view_from_browser(camera.position, camera.wxyz, camera.fov, camera.aspect)
+
+
 def browser_pose(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An OpenGL camera-to-world [3, 4] → viser's (position, wxyz) in the OpenCV convention."""
     c2w = np.asarray(c2w, dtype=np.float64)

@@ -19,7 +19,7 @@ import numpy as np
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.transform import SceneTransform
 from nerfxl.viewer.backends import BACKGROUNDS, OUTPUTS, FrameBackend, RenderSettings, band_image
-from nerfxl.viewer.camera import View, browser_pose, view_from_browser
+from nerfxl.viewer.camera import View, browser_pose, view_of
 from nerfxl.viewer.camera_path import Keyframe, camera_path_json, interpolate_path, save_camera_path
 from nerfxl.viewer.overlays import boxes_as_segments, frustums, scene_scale, window_box
 from nerfxl.viewer.progressive import FrameJob, ProgressiveSchedule
@@ -247,7 +247,7 @@ class Viewer:
                                                        self.options.rest_seconds))
 
         def camera_moved(camera) -> None:
-            view = view_from_browser(camera.position, camera.wxyz, camera.fov, camera.aspect)
+            view = view_of(camera)
             with self._lock:
                 if session.schedule.set_view(view, time.perf_counter()):
                     self._lock.notify_all()
@@ -350,8 +350,8 @@ class Viewer:
         self.records.append(FrameRecord(job.level, width, height, total, latency, job.version))
         self.frame_text.value = (f"{job.level} {width}×{height} in {1000 * total:.0f} ms · "
                                  f"frame {self.frames_shown}")
-        if clamped:
-            self._enforce_limits(session, rendered)
+        if clamped:  # the limits are part of the UI: the browser's camera goes where the render was
+            move_browser_camera(session.client, session.shown_view.c2w)
         self._update_window_overlay()
         return True
 
@@ -364,10 +364,7 @@ class Viewer:
             back = session.shown_view
         self.frame_text.value = f"camera refused: {self.backend.refusal}"
         if back is not None:
-            position, wxyz = browser_pose(back.c2w)
-            with session.client.atomic():
-                session.client.camera.wxyz = wxyz
-                session.client.camera.position = position
+            move_browser_camera(session.client, back.c2w)
         return True
 
     def _publish(self, session: _Session, image: np.ndarray) -> None:
@@ -377,16 +374,8 @@ class Viewer:
             with self._lock:
                 self._sessions.pop(getattr(session.client, "client_id", None), None)
 
-    def _enforce_limits(self, session: _Session, rendered: Cameras) -> None:
-        """Dynamic fetching lowered the camera: move the browser's camera there too (the limits are
-        part of the UI, not only of the render)."""
-        position, wxyz = browser_pose(rendered.camera_to_worlds[0].double().numpy())
-        with session.client.atomic():
-            session.client.camera.wxyz = wxyz
-            session.client.camera.position = position
-
     def _update_window_overlay(self) -> None:
-        report = getattr(self.backend, "last_report", None)
+        report = self.backend.last_report
         fetch = self.scene.fetch
         if fetch is None or report is None or report.window is None or report.window == self._window_shown:
             return
@@ -403,8 +392,7 @@ class Viewer:
 
     # ------------------------------------------------------------------ camera path
     def _add_keyframe(self, event) -> None:
-        camera = event.client.camera
-        view = view_from_browser(camera.position, camera.wxyz, camera.fov, camera.aspect)
+        view = view_of(event.client.camera)
         self._edit_keyframes([*self.keyframes, Keyframe(view.c2w, float(np.degrees(view.fov_y)))])
 
     def _edit_keyframes(self, keyframes: list[Keyframe]) -> None:
@@ -429,11 +417,7 @@ class Viewer:
         poses, fovs = interpolate_path(self.keyframes, max(2, round(float(self.path_seconds.value) * fps)))
         client = event.client
         for pose, fov in zip(poses, fovs):
-            position, wxyz = browser_pose(pose)
-            with client.atomic():
-                client.camera.wxyz = wxyz
-                client.camera.position = position
-                client.camera.fov = float(np.radians(fov))
+            move_browser_camera(client, pose, float(np.radians(fov)))
             time.sleep(1.0 / fps)
 
     def _save_path(self) -> Path | None:
@@ -484,3 +468,13 @@ class Viewer:
 def view_from_rendered(rendered: Cameras, asked: View) -> View:
     """The view a (lowered) rendered camera shows, with the asked view's lens."""
     return View(rendered.camera_to_worlds[0].double().numpy(), asked.fov_y, asked.aspect)
+
+
+def move_browser_camera(client, c2w: np.ndarray, fov_y: float | None = None) -> None:
+    """Put a browser's camera at an OpenGL camera-to-world [3, 4] (and vertical fov, radians), in one update."""
+    position, wxyz = browser_pose(c2w)
+    with client.atomic():
+        client.camera.wxyz = wxyz
+        client.camera.position = position
+        if fov_y is not None:
+            client.camera.fov = fov_y

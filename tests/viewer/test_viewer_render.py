@@ -155,11 +155,8 @@ def test_dynamic_fetching_keeps_the_browser_camera_within_the_window(run4, model
     fetching = load_for_fetching(run4, 2, "8x8", device="cpu", camera_limits="clamp")
     backend = FrameBackend(fetching.trained.renderer, fetcher=fetching.fetcher, pixels_split=True)
     from nerfxl.view import scene_info
-    from nerfxl.viewer.server import FetchGeometry
 
-    box = fetching.trained.renderer.scene_box
-    fetch = FetchGeometry(fetching.layout.xy_min, fetching.layout.block_size, 2, (float(box[0, 2]), float(box[1, 2])))
-    viewer = Viewer(backend, scene_info(fetching.trained, "test", fetch, fetching.layout),
+    viewer = Viewer(backend, scene_info(fetching.trained, "test", fetching),
                     ViewerOptions(port=0, resolution=32, rest_seconds=0.0))
     try:
         high = aerial_pose(3.0, 0.3)  # sees far past any 2 × 2 window
