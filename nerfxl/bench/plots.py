@@ -17,7 +17,7 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     paths = [
         per_method(runs, "psnr", "test PSNR (dB)", out_dir / "psnr_vs_k.png"),
         per_method(runs, "rays_per_s", "training rays/s", out_dir / "rays_per_s_vs_k.png",
-                   extra=throughput_line(results)),
+                   extra=throughput_lines(results)),
         per_method(runs, "parameters", "parameters (all models)", out_dir / "parameters_vs_k.png", log=True),
         fraction_outside(runs, results["paper_fraction_outside_tile"], out_dir / "fraction_outside_vs_k.png"),
         exchange_bytes(results.get("exchange"), out_dir / "exchange_bytes.png"),
@@ -26,8 +26,8 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
 
 
 def per_method(runs: list[dict], key: str, label: str, path: Path, log: bool = False,
-               extra: tuple[str, list, list] | None = None) -> Path:
-    """One line per method of ``key`` against K."""
+               extra: list[tuple[str, str, list, list]] = ()) -> Path:
+    """One line per method of ``key`` against K, plus ``extra`` (label, style, ks, values) lines in black."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -35,15 +35,20 @@ def per_method(runs: list[dict], key: str, label: str, path: Path, log: bool = F
         points = sorted((r["k"], r[key]) for r in runs if r["method"] == method)
         if points:
             ax.plot(*zip(*points), style, label=method)
-    if extra is not None and extra[1]:
-        ax.plot(extra[1], extra[2], "o-", color="black", label=extra[0])
+    for name, style, ks, values in extra:
+        if ks:
+            ax.plot(ks, values, style, color="black", label=name)
     finish(fig, ax, label, path, log)
     return path
 
 
-def throughput_line(results: dict) -> tuple[str, list, list]:
-    timed = results.get("throughput") or []
-    return "nerfxl on D = K processes (timed steps only)", [t["devices"] for t in timed], [t["rays_per_s"] for t in timed]
+def throughput_lines(results: dict) -> list[tuple[str, str, list, list]]:
+    """The real multi-process figures: NeRF-XL at K = D and DDP on D processes (timed steps only)."""
+    lines = []
+    for key, name, style in (("throughput", "nerfxl, D = K processes", "o-"), ("throughput_ddp", "ddp, D = K processes", "d:")):
+        timed = results.get(key) or []
+        lines.append((name, style, [t["devices"] for t in timed], [t["rays_per_s"] for t in timed]))
+    return lines
 
 
 def fraction_outside(runs: list[dict], paper: dict, path: Path) -> Path | None:
@@ -63,18 +68,24 @@ def fraction_outside(runs: list[dict], paper: dict, path: Path) -> Path | None:
 
 
 def exchange_bytes(exchange: dict | None, path: Path) -> Path | None:
-    """Bytes per step and process: partition- vs sample-based exchange (and the gradient all-reduce)."""
+    """Bytes and seconds per step and process: partition- vs sample-based exchange (and the gradient
+    all-reduce, the same in both)."""
     import matplotlib.pyplot as plt
 
     if not exchange:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.6))
     names = ["partition", "sample", "gradients"]
-    values = [exchange["partition_bytes_per_step"], exchange["sample_bytes_per_step"], exchange["gradient_bytes_per_step"]]
-    ax.bar(names, values, color=["tab:blue", "tab:red", "tab:gray"])
-    ax.set_yscale("log")
-    ax.set_ylabel("bytes per step per process")
-    ax.set_title(f"exchange at K = D = {exchange['devices']}")
+    colors = ["tab:blue", "tab:red", "tab:gray"]
+    left.bar(names, [exchange["partition_bytes_per_step"], exchange["sample_bytes_per_step"],
+                     exchange["gradient_bytes_per_step"]], color=colors)
+    left.set_yscale("log")
+    left.set_ylabel("bytes per step per process")
+    if "partition_exchange_seconds_per_step" in exchange:  # studies before collective timing have bytes only
+        right.bar(names, [exchange["partition_exchange_seconds_per_step"], exchange["sample_exchange_seconds_per_step"],
+                          exchange["gradient_seconds_per_step"]], color=colors)
+    right.set_ylabel("seconds in collectives per step")
+    fig.suptitle(f"exchange at K = D = {exchange['devices']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

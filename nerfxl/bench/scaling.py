@@ -73,16 +73,44 @@ class Scaling:
     quick: bool = False
     """Smoke test: tiny preset on the tiny city, tiles (1, 2), 10 steps, 256 rays, 2 eval views
     (overrides those options)."""
+    replot: Optional[Path] = None
+    """Train nothing: redraw the plots and print the table of this finished study folder's scaling.json."""
 
     def main(self) -> None:
         from nerfxl.bench.plots import write_plots
 
+        if self.replot is not None:
+            replot(Path(self.replot))
+            return
         study = resolve(self)
         results = run_study(study)
         results["plots"] = [str(p) for p in write_plots(results, Path(results["output"]))]
         save_results(results)
         print(format_table(results))
         print(f"wrote {Path(results['output']) / RESULTS_FILE}")
+
+
+def replot(folder: Path) -> None:
+    """Plots and table again from ``folder/scaling.json`` (e.g. after the plotting code changed)."""
+    import json
+
+    from nerfxl.bench.plots import write_plots
+
+    path = folder / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+        runs = results["runs"]
+    except FileNotFoundError:
+        raise ConfigError(f"--replot {folder}: no {RESULTS_FILE} there") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not a scaling study's results ({type(e).__name__}: {e})") from None
+    if not isinstance(runs, list):
+        raise ConfigError(f"{path}: 'runs' is not a list")
+    results["output"] = str(folder)
+    results["plots"] = [str(p) for p in write_plots(results, folder)]
+    save_results(results)
+    print(format_table(results))
+    print(f"wrote {path}")
 
 
 def resolve(study: Scaling) -> Scaling:
@@ -121,8 +149,9 @@ def check(study: Scaling) -> None:
 def run_study(study: Scaling) -> dict:
     """Train and score every (K, method); returns the results (also in OUTPUT/scaling.json)."""
     results = new_results(study)
-    for k in sorted(set(study.tiles)):
-        for method in dict.fromkeys(study.methods):
+    # Method by method, so NeRF-XL's curve over every K is known first (the study can take hours).
+    for method in dict.fromkeys(study.methods):
+        for k in sorted(set(study.tiles)):
             print(f"[bench scaling] K={k} {method}: training {study.steps} steps", flush=True)
             entry = run_one(study, k, method)
             results["runs"].append(entry)
@@ -254,8 +283,14 @@ def format_table(results: dict) -> str:
                     f"{r['rays_per_s']:>9.0f} {r['train_seconds']:>8.1f} {outside:>8}")
     for t in results.get("throughput", []):
         rows.append(f"throughput nerfxl K=D={t['devices']}: {t['rays_per_s']:.0f} rays/s")
+    for t in results.get("throughput_ddp", []):
+        rows.append(f"throughput ddp D={t['devices']}: {t['rays_per_s']:.0f} rays/s")
     exchange = results.get("exchange")
     if exchange:
         rows.append(f"exchange at K=D={exchange['devices']}: partition {exchange['partition_bytes_per_step']:,.0f} B, "
                     f"sample {exchange['sample_bytes_per_step']:,.0f} B per step and process")
+        if "partition_exchange_seconds_per_step" in exchange:
+            rows.append(f"  seconds in collectives per step: partition {exchange['partition_exchange_seconds_per_step']:.4f}, "
+                        f"sample {exchange['sample_exchange_seconds_per_step']:.4f}, "
+                        f"gradients {exchange['gradient_seconds_per_step']:.4f}")
     return "\n".join(rows)

@@ -1,10 +1,11 @@
-"""Real multi-process figures for the scaling study: NeRF-XL rays/s on D = K processes and the bytes
-each process hands to collectives per step, partition- vs sample-based exchange.
+"""Real multi-process figures for the scaling study: NeRF-XL and DDP rays/s on D = K processes, and the
+bytes and seconds each process spends in collectives per step, partition- vs sample-based exchange.
 
-Each measurement starts D processes (D = 1: this process) that build the K-tile trainer, load the
-study's single-process K-tile checkpoint when there is one (so occupancy, hence samples per ray,
-are those of a trained model), run one untimed step and then ``steps`` timed ones. On a CPU the D
-processes share the machine's cores, so rays/s there shows overhead more than speed-up.
+Each measurement starts D processes (D = 1: this process) that build the trainer, load a checkpoint of
+the study when there is one (so occupancy, hence samples per ray, are those of a trained model), run
+one untimed step and then ``steps`` timed ones. NeRF-XL loads the study's single-process K-tile run;
+DDP, whose D processes each hold the K = 1 model and draw ``batch_rays`` rays, loads the K = 1 run.
+On a CPU the D processes share the machine's cores, so rays/s there shows overhead more than speed-up.
 """
 
 from __future__ import annotations
@@ -27,22 +28,26 @@ def process_limit(device: str) -> int:
 
 
 def measure_throughput(config, tiles: tuple[int, ...], runs: dict[int, Path], steps: int, work: Path) -> dict:
-    """NeRF-XL at K = D for every K in ``tiles`` that fits, and both exchanges at the largest K ≥ 2.
+    """NeRF-XL at K = D and DDP on D processes for every K in ``tiles`` that fits, and both NeRF-XL
+    exchanges at the largest K ≥ 2.
 
     Args:
-        config: the study's NeRF-XL TrainConfig (partitions/devices/tile_plan are set here per K).
+        config: the study's NeRF-XL TrainConfig (method/partitions/devices/tile_plan are set here per K).
         runs: K → the study's single-process NeRF-XL run folder, whose checkpoint is loaded.
         steps: timed steps per measurement.
         work: scratch folder for the per-rank trainers (nothing is saved there).
     Returns:
-        ``{"throughput": [per D], "exchange": {...} or None, "throughput_skipped": [K that do not fit]}``.
+        ``{"throughput": [NeRF-XL per D], "throughput_ddp": [DDP per D], "exchange": {...} or None,
+        "throughput_skipped": [K that do not fit]}``.
     """
     limit = process_limit(config.device)
     fits = sorted(k for k in set(tiles) if k <= limit)
-    timed = []
+    timed, timed_ddp = [], []
     for d in fits:
         print(f"[bench scaling] throughput: nerfxl K=D={d} on {d} process(es)", flush=True)
         timed.append(measure(config, d, "partition", runs.get(d), steps, work))
+        print(f"[bench scaling] throughput: ddp on {d} process(es)", flush=True)
+        timed_ddp.append(measure(config, d, "partition", runs.get(1), steps, work, method="ddp"))
     exchange = None
     if fits and fits[-1] >= 2:
         d = fits[-1]
@@ -57,36 +62,49 @@ def measure_throughput(config, tiles: tuple[int, ...], runs: dict[int, Path], st
             "ratio_sample_over_partition": sample["exchange_bytes_per_step"] / max(partition["exchange_bytes_per_step"], 1),
             "partition_seconds_per_step": partition["seconds_per_step"],
             "sample_seconds_per_step": sample["seconds_per_step"],
-            "note": "bytes per step and per process handed to collectives (busiest process), gradient all-reduce apart",
+            "partition_exchange_seconds_per_step": partition["exchange_seconds_per_step"],
+            "sample_exchange_seconds_per_step": sample["exchange_seconds_per_step"],
+            "gradient_seconds_per_step": partition["gradient_seconds_per_step"],
+            "note": "bytes per step and per process handed to collectives (busiest process), gradient all-reduce "
+                    "apart; *_exchange_seconds: host time in those collectives (slowest process), waiting for "
+                    "peers included",
         }
-    return {"throughput": timed, "exchange": exchange, "throughput_skipped": sorted(set(tiles) - set(fits))}
+    return {"throughput": timed, "throughput_ddp": timed_ddp, "exchange": exchange,
+            "throughput_skipped": sorted(set(tiles) - set(fits))}
 
 
-def measure(config, d: int, exchange: str, run_dir: Path | None, steps: int, work: Path) -> dict:
-    """Time ``steps`` steps of K = D tiles on D processes; the figures of the slowest/busiest process."""
+def measure(config, d: int, exchange: str, run_dir: Path | None, steps: int, work: Path,
+            method: str = "nerfxl") -> dict:
+    """Time ``steps`` steps on D processes (NeRF-XL: K = D tiles; DDP: D replicas of the K = 1 model);
+    the figures of the slowest/busiest process."""
     from nerfxl.checkpoint import latest_checkpoint
     from nerfxl.parallel.launch import launch
 
-    plan = None if run_dir is None or d == 1 else Path(run_dir) / "tiles.json"
+    tiles = 1 if method == "ddp" else d
+    plan = None if run_dir is None or tiles == 1 else Path(run_dir) / "tiles.json"
     checkpoint = None if run_dir is None else latest_checkpoint(Path(run_dir))
-    cfg = dataclasses.replace(config, partitions=d, devices=d, exchange=exchange,
+    cfg = dataclasses.replace(config, method=method, partitions=tiles, devices=d, exchange=exchange,
                               tile_plan=plan if plan is not None and plan.is_file() else None)
     t0 = time.perf_counter()
     results = launch(time_rank, d, args=(cfg, None if checkpoint is None else str(checkpoint),
-                                         str(work / f"d{d}-{exchange}"), steps), device=cfg.device)
+                                         str(work / f"d{d}-{method}-{exchange}"), steps), device=cfg.device)
     ranks = list(results.values())
     seconds = max(r["seconds"] for r in ranks)  # a step ends for everyone with the slowest process
     sent = [r["bytes"] for r in ranks]
-    gradients = max(b.get(GRADIENTS, 0) for b in sent)
+    spent = [r["collective_seconds"] for r in ranks]
+    rays_per_step = cfg.batch_rays * (d if method == "ddp" else 1)  # DDP: every replica draws its own batch
     return {
+        "method": method,
         "devices": d,
         "exchange": exchange,
-        "rays_per_step": cfg.batch_rays,
+        "rays_per_step": rays_per_step,
         "steps": steps,
         "seconds_per_step": seconds / steps,
-        "rays_per_s": cfg.batch_rays * steps / seconds,
+        "rays_per_s": rays_per_step * steps / seconds,
         "exchange_bytes_per_step": max(sum(b.values()) - b.get(GRADIENTS, 0) for b in sent) / steps,
-        "gradient_bytes_per_step": gradients / steps,
+        "gradient_bytes_per_step": max(b.get(GRADIENTS, 0) for b in sent) / steps,
+        "exchange_seconds_per_step": max(sum(t.values()) - t.get(GRADIENTS, 0.0) for t in spent) / steps,
+        "gradient_seconds_per_step": max(t.get(GRADIENTS, 0.0) for t in spent) / steps,
         "threads_per_process": ranks[0]["threads"],
         "from_checkpoint": checkpoint is not None,
         "wall_seconds_incl_startup": time.perf_counter() - t0,
@@ -112,6 +130,7 @@ def time_rank(ctx, cfg, checkpoint: str | None, run_dir: str, steps: int) -> dic
     sync(trainer.device)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "bytes": {name: entry["bytes"] for name, entry in ctx.stats.items()},
+            "collective_seconds": {name: entry["seconds"] for name, entry in ctx.stats.items()},
             "threads": torch.get_num_threads()}
 
 

@@ -14,7 +14,10 @@ Rules kept by every function here:
 - Every process must call the same collectives in the same order with consistently shaped inputs,
   including a process that has nothing to contribute (a tile no ray hit): it passes zeros / zero rows.
 - Each collective adds the bytes this process hands to it (its payload, padding included) to
-  ``ctx.bytes_sent`` and to ``ctx.stats[name]`` so benchmarks can report bytes exchanged per step.
+  ``ctx.bytes_sent`` and to ``ctx.stats[name]`` so benchmarks can report bytes exchanged per step,
+  and the host time spent in it to ``ctx.stats[name]["seconds"]``. With gloo that is the whole
+  collective, waiting for the slowest peer included; NCCL calls return once queued on the stream, so
+  there it is launch time unless the caller synchronises.
   Backward passes communicate nothing (except :func:`sum_gradient_over_processes`, which counts its bytes).
 
 We write our own autograd wrappers rather than use ``torch.distributed.nn.functional`` (deprecated in
@@ -28,9 +31,11 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -61,7 +66,7 @@ class DistContext:
         owns_group: whether :func:`shutdown` should destroy the default group (False when the caller
             had initialised torch.distributed itself).
         bytes_sent: total payload bytes this process handed to collectives.
-        stats: per collective name, ``{"calls": int, "bytes": int}``.
+        stats: per collective name, ``{"calls": int, "bytes": int, "seconds": float}``.
         counts_into: the context a sub-group was cut from (:func:`split_into_replicas`): whatever this
             one records is recorded there too, so the whole job's counters see every byte.
     """
@@ -75,7 +80,7 @@ class DistContext:
     timeout_s: float = DEFAULT_TIMEOUT_S
     owns_group: bool = False
     bytes_sent: int = 0
-    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
     counts_into: "DistContext | None" = None
 
     @property
@@ -86,16 +91,27 @@ class DistContext:
     def is_distributed(self) -> bool:
         return self.world_size > 1
 
-    def record(self, name: str, nbytes: int) -> None:
-        """Count one call of collective ``name`` carrying ``nbytes`` of this process's payload."""
-        entry = self.stats.setdefault(name, {"calls": 0, "bytes": 0})
+    def record(self, name: str, nbytes: int, seconds: float = 0.0) -> None:
+        """Count one call of collective ``name`` carrying ``nbytes`` of this process's payload that
+        took ``seconds`` of host time."""
+        entry = self.stats.setdefault(name, {"calls": 0, "bytes": 0, "seconds": 0.0})
         entry["calls"] += 1
         entry["bytes"] += int(nbytes)
+        entry["seconds"] += float(seconds)
         self.bytes_sent += int(nbytes)
         if self.counts_into is not None:
-            self.counts_into.record(name, nbytes)
+            self.counts_into.record(name, nbytes, seconds)
 
-    def reset_stats(self) -> dict[str, dict[str, int]]:
+    @contextmanager
+    def counting(self, name: str, nbytes: int) -> Iterator[None]:
+        """Record one call of collective ``name`` (see :meth:`record`), timing the block it wraps."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(name, nbytes, time.perf_counter() - t0)
+
+    def reset_stats(self) -> dict[str, dict[str, float]]:
         """Zero the counters; returns the old per-collective stats (e.g. once per benchmark step)."""
         old = self.stats
         self.stats = {}
@@ -337,11 +353,12 @@ def _gather_equal(t: Tensor, ctx: DistContext, name: str) -> Tensor:
     """All-gather equal-shaped tensors along dim 0, no autograd: [n, *rest] → [world*n, *rest] in rank order."""
     t = t.detach().contiguous()
     out = t.new_empty((ctx.world_size * t.shape[0], *t.shape[1:]))
-    ctx.record(name, _nbytes(t))
     if t.numel() == 0:
         # Shapes are equal on every process, so all skip together; gloo rejects empty buffers.
+        ctx.record(name, 0)
         return out
-    _all_gather_single(out, t, group=ctx.group)
+    with ctx.counting(name, _nbytes(t)):
+        _all_gather_single(out, t, group=ctx.group)
     return out
 
 
@@ -441,9 +458,9 @@ class _SumGradient(torch.autograd.Function):
     def backward(fctx, grad: Tensor):
         dctx = fctx.dctx
         grad = grad.contiguous().clone()
-        dctx.record("sum_gradient_over_processes", _nbytes(grad))
-        if grad.numel():
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=dctx.group)
+        with dctx.counting("sum_gradient_over_processes", _nbytes(grad)):
+            if grad.numel():
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=dctx.group)
         return grad, None
 
 
@@ -536,14 +553,15 @@ def gather_to_main(t: Tensor, ctx: DistContext, dst: int = 0) -> Tensor | None:
         ctx.record("gather_to_main", 0)
         return t.detach()
     t = t.detach().contiguous()
-    ctx.record("gather_to_main", _nbytes(t) if ctx.rank != dst else 0)
     if t.numel() == 0:
+        ctx.record("gather_to_main", 0)
         return t.new_empty((ctx.world_size * t.shape[0], *t.shape[1:])) if ctx.rank == dst else None
-    if ctx.rank == dst:
-        parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
-        dist.gather(t, gather_list=parts, dst=_global_rank(ctx, dst), group=ctx.group)
-        return torch.cat(parts)
-    dist.gather(t, dst=_global_rank(ctx, dst), group=ctx.group)
+    with ctx.counting("gather_to_main", _nbytes(t) if ctx.rank != dst else 0):
+        if ctx.rank == dst:
+            parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
+            dist.gather(t, gather_list=parts, dst=_global_rank(ctx, dst), group=ctx.group)
+            return torch.cat(parts)
+        dist.gather(t, dst=_global_rank(ctx, dst), group=ctx.group)
     return None
 
 
@@ -565,8 +583,8 @@ def broadcast_tensor(t: Tensor, ctx: DistContext, src: int = 0, name: str = "bro
     if ctx.world_size == 1:
         ctx.record(name, 0)
         return
-    ctx.record(name, _nbytes(t) if ctx.rank == src else 0)
-    dist.broadcast(t, src=_global_rank(ctx, src), group=ctx.group)
+    with ctx.counting(name, _nbytes(t) if ctx.rank == src else 0):
+        dist.broadcast(t, src=_global_rank(ctx, src), group=ctx.group)
 
 
 def duplicate_context(ctx: DistContext) -> DistContext:
@@ -605,8 +623,8 @@ def broadcast_bytes(data: bytes | None, ctx: DistContext, src: int = 0) -> bytes
         return bytes(data)
     length = torch.tensor([len(data) if ctx.rank == src and data is not None else 0], dtype=torch.int64,
                           device=ctx.device)
-    ctx.record("broadcast_bytes", _nbytes(length))
-    dist.broadcast(length, src=_global_rank(ctx, src), group=ctx.group)
+    with ctx.counting("broadcast_bytes", _nbytes(length)):
+        dist.broadcast(length, src=_global_rank(ctx, src), group=ctx.group)
     n = int(length.item())
     if ctx.rank == src:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(ctx.device) if n else None
@@ -614,8 +632,8 @@ def broadcast_bytes(data: bytes | None, ctx: DistContext, src: int = 0) -> bytes
         buf = torch.empty(n, dtype=torch.uint8, device=ctx.device)
     if n == 0:
         return b""
-    ctx.record("broadcast_bytes", n)
-    dist.broadcast(buf, src=_global_rank(ctx, src), group=ctx.group)
+    with ctx.counting("broadcast_bytes", n):
+        dist.broadcast(buf, src=_global_rank(ctx, src), group=ctx.group)
     return buf.cpu().numpy().tobytes()
 
 
@@ -686,8 +704,8 @@ def all_reduce_gradients(params: TensorsOrModule, ctx: DistContext, op: str = "s
                   for p in bucket]
         flags = torch.tensor([p.grad is not None for p in bucket], dtype=bucket[0].dtype, device=bucket[0].device)
         flat = torch.cat(pieces + [flags])
-        ctx.record("all_reduce_gradients", _nbytes(flat))
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=ctx.group)
+        with ctx.counting("all_reduce_gradients", _nbytes(flat)):
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=ctx.group)
         if op == "mean":
             flat[: flat.numel() - len(bucket)] /= ctx.world_size
         offset = 0
@@ -722,8 +740,8 @@ def broadcast_parameters(params_or_buffers: TensorsOrModule, ctx: DistContext, s
         # bool has no reduction semantics to worry about but not every backend moves it: send bytes.
         as_sent = [t.detach().view(torch.uint8) if t.dtype == torch.bool else t.detach() for t in bucket]
         flat = torch.cat([t.reshape(-1) for t in as_sent])
-        ctx.record("broadcast_parameters", _nbytes(flat))
-        dist.broadcast(flat, src=_global_rank(ctx, src), group=ctx.group)
+        with ctx.counting("broadcast_parameters", _nbytes(flat)):
+            dist.broadcast(flat, src=_global_rank(ctx, src), group=ctx.group)
         if ctx.rank == src:
             continue
         offset = 0
@@ -742,9 +760,9 @@ def all_reduce_tensor(t: Tensor, ctx: DistContext, name: str = "all_reduce_tenso
     if ctx.world_size == 1:
         ctx.record(name, 0)
         return out
-    ctx.record(name, _nbytes(out))
-    if out.numel():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.group)
+    with ctx.counting(name, _nbytes(out)):
+        if out.numel():
+            dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.group)
     return out
 
 
@@ -752,11 +770,11 @@ def barrier(ctx: DistContext) -> None:
     """Wait until every process got here (bounded by the group's timeout)."""
     if ctx.world_size == 1:
         return
-    ctx.record("barrier", 0)
-    if ctx.backend == "nccl":
-        dist.barrier(group=ctx.group, device_ids=[ctx.device.index])
-    else:
-        dist.barrier(group=ctx.group)
+    with ctx.counting("barrier", 0):
+        if ctx.backend == "nccl":
+            dist.barrier(group=ctx.group, device_ids=[ctx.device.index])
+        else:
+            dist.barrier(group=ctx.group)
 
 
 _SCALAR_OPS = ("sum", "mean", "max", "min")
@@ -772,11 +790,11 @@ def all_reduce_scalars(values: Mapping[str, float], ctx: DistContext, op: str = 
         return {k: float(values[k]) for k in keys}
     # float64 so integer counters (samples, rays) stay exact well past 2^24.
     buf = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=ctx.device)
-    ctx.record("all_reduce_scalar", _nbytes(buf))
     # gloo has no AVG; sum and divide is the same thing.
     reduce_op = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM,
                  "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op]
-    dist.all_reduce(buf, op=reduce_op, group=ctx.group)
+    with ctx.counting("all_reduce_scalar", _nbytes(buf)):
+        dist.all_reduce(buf, op=reduce_op, group=ctx.group)
     if op == "mean":
         buf /= ctx.world_size
     return dict(zip(keys, buf.tolist()))

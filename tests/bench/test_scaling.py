@@ -83,3 +83,36 @@ def test_bad_options_are_one_line_errors(args, fragment, tmp_path):
 def test_module_is_import_light():
     code = "import sys, nerfxl.bench.scaling; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_quick_study_with_real_processes_through_the_cli(tiny_city, tmp_path):
+    """--quick as CI runs it, throughput on: NeRF-XL and DDP timed on D = 1 and 2 real processes, both
+    exchanges counted in bytes and seconds; --replot redraws the figures from scaling.json alone."""
+    out = tmp_path / "study"
+    result = subprocess.run([sys.executable, "-m", "nerfxl.cli", "bench", "scaling", "--quick", "--data", str(tiny_city),
+                             "--methods", "nerfxl", "ddp", "--throughput-steps", "2", "--output", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "scaling.json").read_text())
+    nerfxl = {t["devices"]: t for t in results["throughput"]}
+    ddp = {t["devices"]: t for t in results["throughput_ddp"]}
+    assert set(nerfxl) == set(ddp) == {1, 2}
+    assert all(t["from_checkpoint"] and t["rays_per_s"] > 0 for t in [*nerfxl.values(), *ddp.values()])
+    assert nerfxl[2]["rays_per_step"] == 256 and ddp[2]["rays_per_step"] == 2 * 256  # DDP: a batch per replica
+    assert ddp[1]["exchange_bytes_per_step"] == 0 and ddp[2]["gradient_bytes_per_step"] > 0
+    exchange = results["exchange"]
+    assert exchange["devices"] == 2
+    assert 0 < exchange["partition_bytes_per_step"] < exchange["sample_bytes_per_step"]
+    assert exchange["partition_exchange_seconds_per_step"] > 0 and exchange["sample_exchange_seconds_per_step"] > 0
+    assert "throughput ddp D=2" in result.stdout and "seconds in collectives per step" in result.stdout
+
+    (out / "exchange_bytes.png").unlink()
+    again = run_cli("bench", "scaling", "--replot", str(out))
+    assert again.returncode == 0, again.stderr
+    assert (out / "exchange_bytes.png").stat().st_size > 1000
+
+
+def test_replot_of_a_folder_without_results_is_a_one_line_error(tmp_path):
+    result = run_cli("bench", "scaling", "--replot", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no scaling.json" in result.stderr

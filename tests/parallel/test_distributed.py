@@ -131,15 +131,24 @@ def test_scalars(ranks):
 
 def test_bytes_counters_count_payloads(ranks):
     stats = ranks[0]["stats"]
-    assert stats["all_gather_blocks"] == {"calls": 1, "bytes": W.N_LOCAL * W.R * W.C * FLOAT32}
+    counts = {name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in stats.items()}
+    assert counts["all_gather_blocks"] == {"calls": 1, "bytes": W.N_LOCAL * W.R * W.C * FLOAT32}
     # Variable gathers: a 4 × int64 header, then this rank's rows padded to the largest count (3).
-    assert stats["all_gather_variable"] == {"calls": 2, "bytes": 4 * 8 + 3 * W.ROW * FLOAT32}
+    assert counts["all_gather_variable"] == {"calls": 2, "bytes": 4 * 8 + 3 * W.ROW * FLOAT32}
     # float32: Linear(3, 2) (6 + 2) + `never` (2) + 3 flags; float64: 4 + 1 flag; then the "mean" call: 3 + 1 flag.
     f32 = (6 + 2 + 2) + 3
     assert stats["all_reduce_gradients"]["bytes"] == f32 * FLOAT32 + (4 + 1) * 8 + (3 + 1) * FLOAT32
-    assert stats["all_reduce_scalar"] == {"calls": 3, "bytes": (1 + 1 + 2) * 8}
+    assert counts["all_reduce_scalar"] == {"calls": 3, "bytes": (1 + 1 + 2) * 8}
     assert ranks[0]["bytes_sent"] == sum(s["bytes"] for s in stats.values())
     assert ranks[0]["bytes_sent"] > 0
+
+
+def test_counters_time_the_collectives(ranks):
+    for r in ranks:
+        seconds = {name: entry["seconds"] for name, entry in r["stats"].items()}
+        assert all(0.0 <= s < 60.0 for s in seconds.values())
+        # gloo collectives block until every peer has joined, so the time is never zero.
+        assert seconds["all_gather_blocks"] > 0.0 and seconds["barrier"] > 0.0
 
 
 # -- world_size 1: no process group ------------------------------------------------------------------
