@@ -77,40 +77,33 @@ class Scaling:
     """Train nothing: redraw the plots and print the table of this finished study folder's scaling.json."""
 
     def main(self) -> None:
-        from nerfxl.bench.plots import write_plots
-
         if self.replot is not None:
-            replot(Path(self.replot))
+            publish(read_results(Path(self.replot)))
             return
-        study = resolve(self)
-        results = run_study(study)
-        results["plots"] = [str(p) for p in write_plots(results, Path(results["output"]))]
-        save_results(results)
-        print(format_table(results))
-        print(f"wrote {Path(results['output']) / RESULTS_FILE}")
+        publish(run_study(resolve(self)))
 
 
-def replot(folder: Path) -> None:
-    """Plots and table again from ``folder/scaling.json`` (e.g. after the plotting code changed)."""
-    import json
-
+def publish(results: dict) -> None:
+    """Draw the plots into the study folder, save scaling.json (listing them) and print the table."""
     from nerfxl.bench.plots import write_plots
 
-    path = folder / RESULTS_FILE
-    try:
-        results = json.loads(path.read_text())
-        runs = results["runs"]
-    except FileNotFoundError:
-        raise ConfigError(f"--replot {folder}: no {RESULTS_FILE} there") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: not a scaling study's results ({type(e).__name__}: {e})") from None
-    if not isinstance(runs, list):
-        raise ConfigError(f"{path}: 'runs' is not a list")
-    results["output"] = str(folder)
-    results["plots"] = [str(p) for p in write_plots(results, folder)]
+    results["plots"] = [str(p) for p in write_plots(results, Path(results["output"]))]
     save_results(results)
     print(format_table(results))
-    print(f"wrote {path}")
+    print(f"wrote {Path(results['output']) / RESULTS_FILE}")
+
+
+def read_results(folder: Path) -> dict:
+    """A finished study's ``folder/scaling.json`` (for --replot), its output pointed at ``folder``."""
+    from nerfxl.data.formats.common import read_json
+
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        raise ConfigError(f"--replot {folder}: no {RESULTS_FILE} there")
+    results = read_json(path)
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise ConfigError(f"{path}: not a scaling study's results (no 'runs' list)")
+    return {**results, "output": str(folder)}
 
 
 def resolve(study: Scaling) -> Scaling:

@@ -90,8 +90,12 @@ def measure(config, d: int, exchange: str, run_dir: Path | None, steps: int, wor
                                          str(work / f"d{d}-{method}-{exchange}"), steps), device=cfg.device)
     ranks = list(results.values())
     seconds = max(r["seconds"] for r in ranks)  # a step ends for everyone with the slowest process
-    sent = [r["bytes"] for r in ranks]
-    spent = [r["collective_seconds"] for r in ranks]
+
+    def busiest_per_step(key: str, gradients: bool) -> float:
+        """Max over processes of ``key`` summed over the gradient all-reduce or over every other collective."""
+        return max(sum(entry[key] for name, entry in r["stats"].items() if (name == GRADIENTS) == gradients)
+                   for r in ranks) / steps
+
     rays_per_step = cfg.batch_rays * (d if method == "ddp" else 1)  # DDP: every replica draws its own batch
     return {
         "method": method,
@@ -101,10 +105,10 @@ def measure(config, d: int, exchange: str, run_dir: Path | None, steps: int, wor
         "steps": steps,
         "seconds_per_step": seconds / steps,
         "rays_per_s": rays_per_step * steps / seconds,
-        "exchange_bytes_per_step": max(sum(b.values()) - b.get(GRADIENTS, 0) for b in sent) / steps,
-        "gradient_bytes_per_step": max(b.get(GRADIENTS, 0) for b in sent) / steps,
-        "exchange_seconds_per_step": max(sum(t.values()) - t.get(GRADIENTS, 0.0) for t in spent) / steps,
-        "gradient_seconds_per_step": max(t.get(GRADIENTS, 0.0) for t in spent) / steps,
+        "exchange_bytes_per_step": busiest_per_step("bytes", gradients=False),
+        "gradient_bytes_per_step": busiest_per_step("bytes", gradients=True),
+        "exchange_seconds_per_step": busiest_per_step("seconds", gradients=False),
+        "gradient_seconds_per_step": busiest_per_step("seconds", gradients=True),
         "threads_per_process": ranks[0]["threads"],
         "from_checkpoint": checkpoint is not None,
         "wall_seconds_incl_startup": time.perf_counter() - t0,
@@ -129,8 +133,7 @@ def time_rank(ctx, cfg, checkpoint: str | None, run_dir: str, steps: int) -> dic
         trainer.train_step(step + i)
     sync(trainer.device)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "bytes": {name: entry["bytes"] for name, entry in ctx.stats.items()},
-            "collective_seconds": {name: entry["seconds"] for name, entry in ctx.stats.items()},
+    return {"seconds": seconds, "stats": {name: dict(entry) for name, entry in ctx.stats.items()},
             "threads": torch.get_num_threads()}
 
 
