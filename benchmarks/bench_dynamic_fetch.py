@@ -338,7 +338,7 @@ def main() -> None:
 
     from nerfxl.fetch.load import load_for_fetching
     from nerfxl.fetch.store import block_device_bytes
-    from nerfxl.trained import load_trained
+    from nerfxl.run.trained import load_trained
 
     t_start = time.perf_counter()
     load_before = os.getloadavg()[0]

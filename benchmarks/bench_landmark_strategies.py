@@ -161,7 +161,7 @@ def run_jobs(ctx, jobs: list[tuple[str, object]], run_root: str, warmup: int, st
 
     Module level so that the spawner pickles it by name. Returns {strategy: this process's measures}.
     """
-    from nerfxl.train import load_split
+    from nerfxl.run.load import load_split
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

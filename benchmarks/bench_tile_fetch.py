@@ -171,7 +171,7 @@ def main() -> None:
     args.city = "tiny" if args.quick else "small"
 
     from nerfxl.fetch.load import load_for_fetching
-    from nerfxl.trained import load_trained
+    from nerfxl.run.trained import load_trained
 
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tile-fetch-bench-"))

@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import Trainer, resolve_data_path
+    from nerfxl.run.load import resolve_data_path
+    from nerfxl.train import Trainer
 
     cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device)
     cfg = dataclasses.replace(cfg, data=resolve_data_path(cfg))

@@ -589,8 +589,8 @@ def main() -> None:
     from nerfxl.evaluate import local_context
     from nerfxl.fetch.load import load_for_fetching
     from nerfxl.render import FLYOVER_TILT_DEG, flyover_path
-    from nerfxl.train import resolve_device
-    from nerfxl.trained import load_trained
+    from nerfxl.parallel.distributed import resolve_device
+    from nerfxl.run.trained import load_trained
     from nerfxl.view import scene_info
     from nerfxl.viewer.server import ViewerOptions
 

@@ -25,7 +25,7 @@ def build_run_config(args, **fields):
     import dataclasses
 
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import resolve_data_path
+    from nerfxl.run.load import resolve_data_path
 
     cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device,
                               seed=args.seed, **fields)

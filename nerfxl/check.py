@@ -17,6 +17,8 @@ import torch
 
 from nerfxl.checkpoint import CHECKPOINTS, MANIFEST, STATE, list_checkpoints, verify_checkpoint
 from nerfxl.errors import CheckpointError, NerfxlError
+from nerfxl.run.layout import expected_shards, saved_strategy, tile_shard_name
+from nerfxl.run.load import load_run_config
 
 
 @dataclass
@@ -45,21 +47,9 @@ class RunReport:
         return bool(self.checkpoints) and all(c.problem is None for c in self.checkpoints)
 
 
-def expected_shards(state: dict) -> set[str]:
-    """The shard names a checkpoint of ``state``'s strategy holds."""
-    from nerfxl.train import saved_strategy, tile_shard_name
-
-    strategy = saved_strategy(state)
-    if strategy["name"] in ("plane", "channel"):
-        return {"shared", *(tile_shard_name(0, strategy["name"], r) for r in range(int(strategy["parts"])))}
-    return {"shared", *(tile_shard_name(k) for k in range(int(state["n_tiles"])))}
-
-
 def check_tile_shapes(path: Path, config, state: dict) -> None:
     """Every tile shard of a tiled checkpoint holds what the configuration builds (one-line error)."""
     from nerfxl.fetch.tiles import build_tile_shell, read_tile_layout, tile_state
-    from nerfxl.train import tile_shard_name
-
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     if boxes.dim() != 3 or boxes.shape[0] != int(state["n_tiles"]):
         raise CheckpointError(f"{path / STATE}: tile_boxes do not hold n_tiles = {state['n_tiles']} boxes")
@@ -69,8 +59,6 @@ def check_tile_shapes(path: Path, config, state: dict) -> None:
 
 def check_checkpoint(path: Path, config) -> CheckpointReport:
     """One checkpoint's report (``problem`` None when sound)."""
-    from nerfxl.train import saved_strategy
-
     report = CheckpointReport(path)
     try:
         manifest = verify_checkpoint(path, hashes=True)
@@ -96,8 +84,6 @@ def check_checkpoint(path: Path, config) -> CheckpointReport:
 
 def check_run(run_dir: Path) -> RunReport:
     """Check ``run_dir``'s configuration and every checkpoint (a one-line error if it is not a run)."""
-    from nerfxl.train import load_run_config
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder")

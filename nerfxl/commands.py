@@ -55,7 +55,8 @@ def run_train(argv: list[str], config=None) -> None:
 def resume_options() -> tuple[str, ...]:
     """The flags --resume accepts: the step and process counts, and the session options
     (:data:`nerfxl.train.SESSION_OPTIONS`, the switches with their --no- forms)."""
-    from nerfxl.train import SESSION_OPTIONS, TrainConfig
+    from nerfxl.run.config import TrainConfig
+    from nerfxl.train import SESSION_OPTIONS
 
     switches = {f.name for f in dataclasses.fields(TrainConfig) if f.type in (bool, "bool")}
     flags = [f"--{prefix}{name.replace('_', '-')}" for name in SESSION_OPTIONS

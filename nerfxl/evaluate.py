@@ -25,6 +25,9 @@ from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.partition_based import render_rays_chunked_to_main
 from nerfxl.parallel.tiles import check_tiles_per_process
 from nerfxl.renderer import RenderedRays, TiledRenderer
+from nerfxl.run.layout import JOINT_STRATEGIES, saved_strategy
+from nerfxl.run.load import load_split, run_checkpoint
+from nerfxl.run.trained import load_trained
 
 
 def local_context(renderer: TiledRenderer) -> DistContext:
@@ -207,9 +210,6 @@ def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device
     world = int(os.environ["WORLD_SIZE"]) if external else devices
     if external and devices not in (1, world):
         raise ConfigError(f"--devices {devices} but the launcher started {world} processes (WORLD_SIZE)")
-    from nerfxl.train import JOINT_STRATEGIES, saved_strategy
-    from nerfxl.trained import run_checkpoint
-
     state = run_checkpoint(run_dir)[2]
     n_tiles = int(state["n_tiles"])
     if saved_strategy(state)["name"] not in JOINT_STRATEGIES:  # those split within the tile
@@ -228,9 +228,6 @@ def evaluate_run(run_dir: Path, output: Path | None = None, device: str = "auto"
 def evaluate_on_process(ctx: DistContext, run_dir: Path, output: Path | None, limit: int | None, save_images: bool,
                         split: str) -> dict | None:
     """One process's part of :func:`evaluate_run` (module level: the spawner pickles it by name)."""
-    from nerfxl.train import load_split
-    from nerfxl.trained import load_trained
-
     run = load_trained(run_dir, ctx=ctx)
     data = load_split(run.config, split)
     cameras = run.transform.cameras(data.cameras).to(ctx.device)

@@ -17,31 +17,14 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from torch import Tensor
-
 from nerfxl.checkpoint import load_checkpoint, save_checkpoint
 from nerfxl.configio import save_config_yaml
 from nerfxl.errors import ConfigError
 from nerfxl.fields.grid_plane_line import level_resolutions
-from nerfxl.fields.grid_plane_window import PlaneSplit, merge_grid_states, split_grid_state
-from nerfxl.parallel.channel_parallel import merge_channel_states
-from nerfxl.train import JOINT_STRATEGIES, TILE_PLAN_FILE, saved_strategy, tile_shard_name
-from nerfxl.trained import run_checkpoint
-
-def merge_parts(parts: list[dict[str, Tensor]], strategy: dict, where: str) -> dict[str, Tensor]:
-    """The tile shards of every part (in rank order) → the one tile's shard."""
-    if strategy["name"] == "plane":
-        return merge_grid_states(parts, PlaneSplit.parse(strategy["blocks"]), where)
-    if strategy["name"] == "channel":
-        return merge_channel_states(parts, where)
-    raise ConfigError(f"{where}: nothing to merge for strategy {strategy['name']!r}")
-
-
-def read_merged_tile(ckpt: Path, strategy: dict) -> dict[str, Tensor]:
-    """All parts of tile 0 read from ``ckpt`` and merged (hash-verified)."""
-    names = [tile_shard_name(0, strategy["name"], r) for r in range(int(strategy["parts"]))]
-    shards, _ = load_checkpoint(ckpt, shard_names=names)
-    return merge_parts([shards[n] for n in names], strategy, str(ckpt))
+from nerfxl.fields.grid_plane_window import PlaneSplit, split_grid_state
+from nerfxl.run.layout import JOINT_STRATEGIES, TILE_PLAN_FILE, saved_strategy, tile_shard_name
+from nerfxl.run.load import run_checkpoint
+from nerfxl.run.parts import read_merged_tile
 
 
 def _default_output(run_dir: Path, suffix: str) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nerfxl.fields.config import FieldConfig, GridConfig
 from nerfxl.renderer import RenderConfig
-from nerfxl.train import LossConfig, OptimConfig, TrainConfig
+from nerfxl.run.config import LossConfig, OptimConfig, TrainConfig
 
 TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "city": (

@@ -16,6 +16,8 @@ from nerfxl.data.cameras import Cameras
 from nerfxl.errors import DataError
 from nerfxl.evaluate import render_image, run_on_processes, to_uint8
 from nerfxl.parallel.distributed import DistContext
+from nerfxl.run.load import load_split
+from nerfxl.run.trained import load_trained
 
 PathKind = Literal["orbit", "flyover", "test", "train"]
 FLYOVER_TILT_DEG = 30.0
@@ -202,8 +204,6 @@ def path_cameras(run, path: PathKind | Path, n_frames: int, fps: float,
     """A path's cameras in the model frame of ``run`` (a TrainedRun), its name and its frame rate
     (a camera path file's own fps replaces ``fps``). ``flyover_height(camera)``: the flyover's height
     above the ground for the training intrinsics (default: the training cameras' median height)."""
-    from nerfxl.train import load_split
-
     if isinstance(path, Path) or path not in ("orbit", "flyover", "test", "train"):
         poses, fov, w, h, fps = read_camera_path(Path(path))
         return cameras_for_poses(run.transform.poses(poses), w, h, fov), Path(path).stem, fps
@@ -236,8 +236,6 @@ def render_on_process(ctx: DistContext, run_dir: Path, path: PathKind | Path, ou
                       fps: float, resolution_scale: float, depth: bool, progress: bool,
                       video: Path | None = None) -> dict | None:
     """One process's part of :func:`render_run` (module level: the spawner pickles it by name)."""
-    from nerfxl.trained import load_trained
-
     run = load_trained(run_dir, ctx=ctx)
     cams, name, fps = path_cameras(run, path, n_frames, fps)
     if resolution_scale != 1.0:

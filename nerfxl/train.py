@@ -33,10 +33,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -50,21 +47,17 @@ from nerfxl.checkpoint import (
     optimizer_state_tensors,
     remove_stale_temporaries,
     save_checkpoint,
-    without_optimizer_state,
 )
-from nerfxl.configio import load_config_yaml, save_config_yaml
+from nerfxl.configio import save_config_yaml
 from nerfxl.data.dataset import Dataset
 from nerfxl.data.rays import RayBundle, generate_rays
 from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError, PeerLostError, WorkerError
-from nerfxl.fields.config import FieldConfig, build_radiance_field
-from nerfxl.fields.grid_plane_line import level_resolutions
+from nerfxl.fields.config import build_radiance_field
 from nerfxl.fields.grid_plane_window import PlaneSplit
-from nerfxl.parallel.channel_parallel import ChannelParallelField, check_channel_split
 from nerfxl.parallel.data_parallel import (
     average_gradients,
-    check_replicated,
     global_stats,
     mean_over_global_batch,
     shard_generators,
@@ -72,7 +65,6 @@ from nerfxl.parallel.data_parallel import (
     skip_draws,
 )
 from nerfxl.parallel.distributed import (
-    DEFAULT_TIMEOUT_S,
     DistContext,
     all_gather_tensor,
     all_reduce_gradients,
@@ -80,312 +72,44 @@ from nerfxl.parallel.distributed import (
     broadcast_bytes,
     broadcast_parameters,
     is_lost_peer_error,
+    resolve_device,
     single_process_context,
     split_into_replicas,
 )
 from nerfxl.parallel.partition_based import render_partition_based
-from nerfxl.parallel.plane_parallel import PlaneParallelField, check_plane_split
 from nerfxl.parallel.sample_based import render_sample_based
-from nerfxl.parallel.tiles import check_tiles_per_process, tiles_of_rank
+from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.partition.plan import TilePlan
-from nerfxl.partition.uniform import grid_shape_for
-from nerfxl.renderer import RenderConfig, RenderedRays, TiledRenderer
+from nerfxl.renderer import RenderedRays, TiledRenderer
+from nerfxl.run.config import CitySize, Exchange, LossConfig, Method, OptimConfig, Strategy, TrainConfig, upsample_resolutions
+from nerfxl.run.layout import (
+    JOINT_STRATEGIES,
+    TILE_PLAN_FILE,
+    check_same_split,
+    new_run_dir,
+    run_name,
+    saved_strategy,
+    strategy_state,
+    tile_shard_name,
+)
+from nerfxl.run.load import load_run_config, load_split, resolve_data_path
+from nerfxl.run.state import (
+    check_tile_plan,
+    describe_state_mismatch,
+    load_field_state,
+    load_shared_state,
+    load_strict,
+)
+from nerfxl.run.strategy import check_processes, model_processes, replicas_of, resolve_strategy, split_field
 
-CitySize = Literal["tiny", "small", "medium", "large"]
-Exchange = Literal["partition", "sample"]
-Method = Literal["nerfxl", "ddp", "independent-2d", "independent-3d"]
-Strategy = Literal["tiles", "branch", "plane", "channel"]
-JOINT_STRATEGIES = ("plane", "channel")  # every process holds a part of every tile and renders every ray
-TILE_PLAN_FILE = "tiles.json"
-
-
-@dataclass
-class OptimConfig:
-    """Adam with separate learning rates for feature grids and MLPs, decayed exponentially."""
-
-    lr_grid: float = 0.02
-    """Learning rate of feature-grid parameters (planes, lines, hash tables)."""
-    lr_mlp: float = 2e-3
-    """Learning rate of MLPs, heads, embeddings and the background model."""
-    lr_pose: float = 1e-4
-    """Learning rate of per-image pose corrections (when enabled)."""
-    lr_final_fraction: float = 0.1
-    """Learning rates decay exponentially to this fraction of their start by the last step."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up at the start."""
-    eps: float = 1e-15
-    """Adam epsilon (small, as in Instant-NGP: sparse grid gradients)."""
-
-
-@dataclass
-class LossConfig:
-    """Weights of the loss terms (0 switches a term off)."""
-
-    distortion: float = 1e-3
-    """Mip-NeRF 360 distortion loss (mean over rays)."""
-    total_variation: float = 0.0
-    """Total variation of plane-line grids."""
-    density_l1: float = 0.0
-    """L1 of density grid features (plane-line grids)."""
-    depth: float = 0.0
-    """L1 between rendered and dataset depth, where the dataset has depth."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; saved as ``config.yaml`` in the run folder."""
-
-    data: Optional[Path] = None
-    """Dataset folder or JSON file; none = the built-in procedural city (generated on first use)."""
-    data_format: Optional[Literal["nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity"]] = None
-    """Dataset format; none = detected from the folder's layout."""
-    scene_box: Optional[tuple[float, float, float, float, float, float]] = None
-    """Scene bounds xmin ymin zmin xmax ymax zmax in dataset units; none = the dataset's own box
-    (from its points or cameras; worth setting for Mega-NeRF / MatrixCity captures)."""
-    city_size: CitySize = "small"
-    """Size of the built-in city when no --data is given."""
-    output: Path = Path("outputs")
-    """Runs land in OUTPUT/NAME/TIMESTAMP/."""
-    name: Optional[str] = None
-    """Experiment name (default: the dataset folder's name)."""
-    steps: int = 3000
-    """Training steps."""
-    seed: int = 0
-    """Seed of ray batches, sample jitter and initialisation: a seed makes a run repeatable."""
-    batch_rays: int = 4096
-    """Rays per step (with --method ddp: per process, so the global batch is D × batch_rays)."""
-    downscale: float = 1.0
-    """Train on images downscaled by this factor."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour that transparent dataset pixels are composited onto (Blender scenes)."""
-    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    """The radiance field."""
-    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
-    """Sampling and rendering."""
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    """Optimiser and schedule."""
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    """Loss weights."""
-    grid_upsample_steps: tuple[int, ...] = ()
-    """Steps at which plane-line grids grow in resolution (the optimizer restarts for grids)."""
-    grid_final_resolution: tuple[int, int, int] = (0, 0, 0)
-    """Base resolution reached at the last upsample step (0 = unchanged)."""
-    eval_every: int = 1000
-    """Steps between evaluations on held-out views (0 = only at the end)."""
-    eval_views: int = 4
-    """Held-out views rendered at each periodic evaluation."""
-    checkpoint_every: int = 1000
-    """Steps between checkpoints (and one at the end)."""
-    keep_checkpoints: int = 3
-    """Complete checkpoints kept on disk."""
-    log_every: int = 25
-    """Steps between TensorBoard scalars."""
-    device: str = "auto"
-    """"auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"."""
-    image_cache_mb: int = 2048
-    """Bound of the decoded-image cache per split."""
-    progress: bool = True
-    """Show a progress bar."""
-    resume: Optional[Path] = None
-    """Continue this run folder from its newest sound checkpoint, with its saved configuration."""
-    run_dir: Optional[Path] = None
-    """Train into exactly this folder instead of OUTPUT/NAME/TIMESTAMP; when it already holds a
-    checkpoint the run continues from it with its saved configuration, so a restarted command
-    (torchrun --max-restarts) resumes."""
-    max_restarts: int = 0
-    """With --devices D > 1: when a process dies or loses contact with the others, restart the job from
-    the newest sound checkpoint, up to this many times (under torchrun: torchrun's own --max-restarts,
-    with --run-dir)."""
-    viewer: bool = False
-    """Serve the model in the browser while it trains (rank 0; `nerfxl view` explains the page).
-    Rendering runs between steps and takes at most --viewer-fraction of the time."""
-    viewer_port: int = 7007
-    """With --viewer: the port (the next free one is taken if it is busy)."""
-    viewer_host: str = "127.0.0.1"
-    """With --viewer: the address to listen on (loopback: this machine only)."""
-    viewer_allow_remote: bool = False
-    """With --viewer: required for a non-loopback --viewer-host (anyone reaching the port sees the model)."""
-    viewer_fraction: float = 0.25
-    """With --viewer: the largest share of wall time rendering may take from training."""
-    viewer_resolution: int = 640
-    """With --viewer: pixels of the refined frame's longer side."""
-    method: Method = "nerfxl"
-    """How D processes share the work. nerfxl: K tiles over D processes, every process renders its
-    tiles' segments of the same rays. ddp: the data-parallel baseline (PyTorch DDP semantics): one
-    model (--partitions 1) replicated on every process, each renders its own batch_rays of a global
-    batch of D × batch_rays rays, and the gradients of all parameters are averaged.
-    independent-2d: the Block-NeRF-style baseline: --partitions K camera clusters, one whole-scene
-    model trained alone per cluster (same steps and batch each), views blended as images.
-    independent-3d: the Mega-NeRF-style baseline: NeRF-XL's K tiles, each grown by an overlap and
-    modelled alone (contracted around its box) from the rays that hit it, samples blended in 3D."""
-    baseline_overlap: Optional[float] = None
-    """Overlap of the independent baselines. independent-3d: tile boxes grow by this fraction of
-    their size (default 0.15); independent-2d: a camera joins every cluster within (1 + overlap) ×
-    its distance to the nearest centroid (default 0.5)."""
-    partitions: int = 1
-    """K, the number of tiles the scene is split into (NeRF-XL). Each tile has its own grid, so
-    more tiles = more model capacity."""
-    devices: int = 1
-    """D, processes to train on (one GPU each, or CPU processes); must divide --partitions. D = 1
-    trains all K tiles in this process. Under torchrun the world size decides."""
-    partition_method: Literal["kd", "uniform"] = "kd"
-    """kd: NeRF-XL's recursive median split of the point cloud (or of samples on training rays);
-    uniform: a grid of equal blocks (Mega-NeRF / LandMark)."""
-    tile_plan: Optional[Path] = None
-    """Use this tile plan (JSON from `nerfxl partition -o`) instead of planning; it must split the
-    dataset's scene box into --partitions tiles."""
-    exchange: Exchange = "partition"
-    """partition: exchange a few numbers per ray and tile (NeRF-XL); sample: exchange every sample's
-    density and colour (the paper's baseline; same result, more traffic)."""
-    collective_timeout_s: float = DEFAULT_TIMEOUT_S
-    """A process waiting longer than this for the others in a collective fails (a dead peer never
-    hangs the run)."""
-    strategy: Strategy = "tiles"
-    """How the model is spread over the D processes (with --method nerfxl). tiles: NeRF-XL, K tiles
-    over D processes. The LandMark strategies (docs/landmark.md): branch: a uniform --blocks NXxNY
-    grid of ground blocks, each its own sub-grid, K/D blocks per process, per-sample values exchanged;
-    plane: one ground plane (--partitions 1) cut into --blocks NXxNY sub-planes, one per process;
-    channel: every plane and line of one grid split along its channels over the D processes."""
-    blocks: Optional[str] = None
-    """NXxNY (e.g. 2x2): branch parallel's block grid (sets --partitions) or plane parallel's
-    sub-planes (NX·NY = D / replicas); default: laid out as square as possible over the scene."""
-    replicas: int = 1
-    """Hybrid model × data parallel: the D processes form this many replicas of the model, each
-    spread over D / replicas processes by --strategy (ranks r·M … r·M + M − 1 form replica r). Each
-    replica renders its own batch_rays rays of a global batch of replicas × batch_rays, and the
-    gradients of the processes holding the same part are averaged. --method ddp is the case of a
-    one-process model (replicas = D)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def replicas_of(config: TrainConfig, world_size: int) -> int:
-    """How many data-parallel replicas of the model the ``world_size`` processes form (--method ddp:
-    one per process; otherwise --replicas, which must divide D)."""
-    if config.method == "ddp":
-        if config.replicas not in (1, world_size):
-            raise ConfigError(f"--method ddp makes every one of the {world_size} processes a replica; "
-                              f"--replicas {config.replicas} does not apply")
-        return world_size
-    if config.replicas < 1 or world_size % config.replicas:
-        raise ConfigError(f"--replicas {config.replicas} does not split --devices {world_size} into equal "
-                          f"model-parallel groups (choose a divisor of {world_size})")
-    return config.replicas
-
-
-def model_processes(config: TrainConfig, world_size: int) -> int:
-    """M, the processes one replica of the model is spread over (D / replicas)."""
-    return world_size // replicas_of(config, world_size)
-
-
-def check_processes(config: TrainConfig, world_size: int) -> None:
-    """--partitions, --devices and --blocks suit --method and --strategy (a one-line ConfigError
-    otherwise); call it on a config that went through :func:`resolve_strategy`, with ``world_size`` the
-    processes of one model replica (:func:`model_processes`)."""
-    if config.strategy != "tiles" and config.method != "nerfxl":
-        raise ConfigError(f"--strategy {config.strategy} spreads one jointly trained model; it needs --method nerfxl, "
-                          f"not {config.method}")
-    if config.method == "ddp":
-        check_replicated(config.partitions, world_size)
-    elif config.strategy == "branch":
-        check_tiles_per_process(config.partitions, world_size, tiles=f"the {config.partitions} branch blocks")
-    elif config.strategy in JOINT_STRATEGIES:
-        if config.partitions != 1:
-            raise ConfigError(f"--strategy {config.strategy} splits one model (--partitions 1), got --partitions "
-                              f"{config.partitions}; for several blocks use --strategy branch")
-        g = config.field.grid
-        if g.type != "plane-line":
-            raise ConfigError(f"--strategy {config.strategy} splits a plane-line grid, not a {g.type} grid")
-        if config.strategy == "channel":
-            check_channel_split(g.density_channels, g.appearance_channels, world_size)
-        else:
-            if g.mode != "ground":
-                raise ConfigError("--strategy plane cuts one ground plane: use --field.grid.mode ground")
-            split = PlaneSplit.parse(config.blocks)
-            check_plane_split(split, world_size)
-            for base in [g.base_resolution, *upsample_resolutions(config)]:
-                split.check_resolutions(level_resolutions(base, g.scales, g.scale_z, g.level_scaling))
-    else:
-        check_tiles_per_process(config.partitions, world_size)
-
-
-def resolve_strategy(config: TrainConfig, world_size: int, scene_box: Tensor | None = None) -> TrainConfig:
-    """Fill in what --strategy implies: branch = --blocks uniform blocks (K = NX·NY, sample exchange);
-    plane = a --blocks split with one sub-plane per process (default from D and the scene's shape)."""
-    if config.strategy == "branch":
-        if config.blocks is None:
-            if config.partitions == 1:
-                raise ConfigError("--strategy branch needs --blocks NXxNY (or --partitions K)")
-            if scene_box is None:
-                return config
-            nx, ny, _ = grid_shape_for(config.partitions, scene_box)
-            config = dataclasses.replace(config, blocks=f"{nx}x{ny}")
-        split = PlaneSplit.parse(config.blocks)
-        if config.partitions not in (1, split.parts):
-            raise ConfigError(f"--blocks {split} makes {split.parts} blocks but --partitions is {config.partitions}")
-        return dataclasses.replace(config, partitions=split.parts, partition_method="uniform", exchange="sample",
-                                   blocks=str(split))
-    if config.strategy == "plane" and config.blocks is None:
-        if scene_box is None:
-            return config
-        nx, ny, _ = grid_shape_for(world_size, scene_box)
-        return dataclasses.replace(config, blocks=f"{nx}x{ny}")
-    if config.strategy == "plane":
-        return dataclasses.replace(config, blocks=str(PlaneSplit.parse(config.blocks)))
-    if config.blocks is not None:
-        raise ConfigError(f"--blocks is for --strategy branch or plane, not {config.strategy}")
-    return config
-
-
-def upsample_resolutions(config: TrainConfig) -> list[tuple[int, ...]]:
-    """The base resolutions the grid grows to at --grid-upsample-steps, in order (geometric growth in
-    voxel count from the starting to the final resolution)."""
-    c = config
-    if not c.grid_upsample_steps or not any(c.grid_final_resolution):
-        return []
-    n = len(c.grid_upsample_steps)
-    start = c.field.grid.base_resolution
-    return [tuple(int(round(s * (f / s) ** (i / n))) for s, f in zip(start, c.grid_final_resolution))
-            for i in range(1, n + 1)]
-
-
-def resolve_data_path(config: TrainConfig) -> Path:
-    """The dataset to train on: --data, or the built-in city (generated into the cache once)."""
-    if config.data is not None:
-        if not Path(config.data).exists():
-            raise ConfigError(f"--data {config.data}: no such file or folder")
-        return Path(config.data)
-    from nerfxl.data.city import ensure_city
-
-    return ensure_city(config.city_size, seed=0)
-
-
-def load_split(config: TrainConfig, split: str) -> Dataset:
-    """One split of the run's dataset, loaded as the run's configuration says."""
-    from nerfxl.data.load import load_dataset
-
-    data = load_dataset(resolve_data_path(config), split, downscale=config.downscale, background=config.background,
-                        cache_bytes=config.image_cache_mb * 1024**2, format=config.data_format)
-    if config.scene_box is not None:
-        box = torch.tensor(config.scene_box, dtype=torch.float32).reshape(2, 3)
-        if not bool((box[1] > box[0]).all()):
-            raise ConfigError(f"--scene-box {list(config.scene_box)}: each max must exceed its min")
-        data.scene_box = box
-    return data
-
-
-def run_name(config: TrainConfig, data_path: Path) -> str:
-    if config.name:
-        return config.name
-    p = data_path if data_path.is_dir() else data_path.parent
-    return p.name or "run"
+__all__ = [  # the Trainer and the loop; the rest is the run layer's, re-exported for code written against nerfxl.train
+    "Trainer", "train", "train_on_process", "StopRequest", "SESSION_OPTIONS",
+    "CitySize", "Exchange", "Method", "Strategy", "OptimConfig", "LossConfig", "TrainConfig", "upsample_resolutions",
+    "JOINT_STRATEGIES", "TILE_PLAN_FILE", "check_same_split", "new_run_dir", "run_name", "saved_strategy",
+    "strategy_state", "tile_shard_name", "load_run_config", "load_split", "resolve_data_path", "check_tile_plan",
+    "describe_state_mismatch", "load_field_state", "load_shared_state", "load_strict", "check_processes",
+    "model_processes", "replicas_of", "resolve_strategy", "split_field", "resolve_device",
+]
 
 
 def exponential_lr(step: int, total: int, final_fraction: float, warmup: int) -> float:
@@ -709,129 +433,6 @@ class Trainer:
                 load_optimizer_state_tensors(self.optimizer, field_module.tile(k).named_parameters(),
                                              shards[name], f"{path}/{name}.safetensors")
         self.step = int(state["step"])
-
-
-def tile_shard_name(k: int, strategy: Strategy = "tiles", rank: int = 0) -> str:
-    """Checkpoint shard of tile k; with plane/channel parallel, of process ``rank``'s part of it."""
-    if strategy == "plane":
-        return f"tile-{int(k):03d}-window-{int(rank):03d}"
-    if strategy == "channel":
-        return f"tile-{int(k):03d}-channels-{int(rank):03d}"
-    return f"tile-{int(k):03d}"
-
-
-def split_field(field_module, config: TrainConfig, ctx: DistContext):
-    """The freshly built (whole) field as this process holds it under --strategy plane / channel."""
-    if config.strategy == "plane":
-        return PlaneParallelField(field_module, PlaneSplit.parse(config.blocks), ctx)
-    if config.strategy == "channel":
-        return ChannelParallelField(field_module, ctx)
-    return field_module
-
-
-def strategy_state(config: TrainConfig, world_size: int) -> dict:
-    """How a checkpoint's tiles are cut into shards (state.json's ``strategy``)."""
-    parts = world_size if config.strategy in JOINT_STRATEGIES else 1
-    return {"name": config.strategy, "parts": parts, "blocks": config.blocks}
-
-
-def saved_strategy(state: dict) -> dict:
-    """A checkpoint's ``strategy`` entry (checkpoints from before strategies existed: NeRF-XL tiles)."""
-    return state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
-
-
-def check_same_split(state: dict, config: TrainConfig, world_size: int, path: Path) -> None:
-    """Resuming needs the checkpoint's parts to be this job's (one-line CheckpointError otherwise)."""
-    saved = saved_strategy(state)
-    mine = strategy_state(config, world_size)
-    if (saved["name"], saved["parts"], saved.get("blocks")) != (mine["name"], mine["parts"], mine["blocks"]):
-        how = f"{saved['name']} parallel in {saved['parts']} parts" + (f" (--blocks {saved['blocks']})" if saved.get("blocks") else "")
-        raise CheckpointError(f"{path}: saved by {how}; this job would hold {mine['parts']} part(s) "
-                              f"({mine['name']}): resume it on {saved['parts']} processes, or `nerfxl merge` it first")
-
-
-def check_tile_plan(renderer: TiledRenderer, state: dict, path: Path) -> None:
-    """The checkpoint must have been trained on the same tiles as the renderer's (one-line error)."""
-    if state["n_tiles"] != renderer.n_tiles:
-        raise CheckpointError(f"{path}: checkpoint has {state['n_tiles']} tiles, the config builds {renderer.n_tiles} "
-                              f"(--partitions)")
-    saved = torch.tensor(state["tile_boxes"], dtype=torch.float32)
-    mine = renderer.tile_boxes().detach().cpu().float()
-    if saved.shape != mine.shape or not torch.allclose(saved, mine, atol=1e-5):
-        bad = int(((saved - mine).abs().reshape(saved.shape[0], -1).amax(dim=1) > 1e-5).nonzero()[0])
-        raise CheckpointError(f"{path}: checkpoint was trained on another tile plan (tile {bad}: "
-                              f"{saved[bad].tolist()} there, {mine[bad].tolist()} here)")
-
-
-def load_field_state(renderer: TiledRenderer, shards: dict, state: dict, path: Path,
-                     shard_names: dict[int, str] | None = None) -> None:
-    """Load the held tiles' shards and the shared shard into ``renderer``, explaining any mismatch in one
-    line. ``shard_names``: held tile k → its shard (default ``tile-k``)."""
-    field_module = renderer.field
-    for k in renderer.tile_ids:
-        name = tile_shard_name(k) if shard_names is None else shard_names[k]
-        if name not in shards:
-            raise CheckpointError(f"{path}: no {name}.safetensors")
-        tile = field_module.tile(k)
-        res = state.get("tiles", {}).get(str(k), {}).get("grid_resolution", [])
-        if res and hasattr(tile.grid, "resize") and list(tile.grid.base_resolution) != list(res):
-            tile.grid.resize(tuple(res))
-        tensors = without_optimizer_state(shards[name])
-        tile_part = {n: v for n, v in tensors.items() if not n.startswith("occupancy.")}
-        occ_part = {n[len("occupancy."):]: v for n, v in tensors.items() if n.startswith("occupancy.")}
-        load_strict(tile, tile_part, f"{path}/{name}.safetensors")
-        load_strict(renderer.occupancy_grid(k), occ_part, f"{path}/{name}.safetensors (occupancy)")
-    load_shared_state(field_module, shards["shared"], f"{path}/shared.safetensors")
-
-
-def load_shared_state(field_module, tensors: dict[str, Tensor], where) -> None:
-    """Load a checkpoint's shared shard (optimizer moments skipped) into the field's shared modules,
-    explaining any mismatch in one line."""
-    shared = without_optimizer_state(tensors)
-    shared_module_state = {k: v for k, v in field_module.state_dict().items() if not k.startswith("tiles.")}
-    mismatch = describe_state_mismatch(shared_module_state, shared)
-    if mismatch:
-        raise CheckpointError(f"{where}: {mismatch}")
-    field_module.load_state_dict({**field_module.state_dict(), **shared})
-
-
-def describe_state_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
-    """One line naming what differs between a module's state and a checkpoint's, or None."""
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    if missing:
-        return f"checkpoint lacks {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "") + " that the config builds"
-    if extra:
-        return f"checkpoint has {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else "") + " that the config does not build"
-    for name, t in expected.items():
-        if tuple(found[name].shape) != tuple(t.shape):
-            return f"{name} is {list(found[name].shape)} in the checkpoint but {list(t.shape)} in the config"
-    return None
-
-
-def load_strict(module: torch.nn.Module, tensors: dict[str, Tensor], where: str) -> None:
-    """Load ``tensors`` into ``module``, which must hold exactly those names and shapes (one-line error)."""
-    mismatch = describe_state_mismatch(module.state_dict(), tensors)
-    if mismatch:
-        raise CheckpointError(f"{where}: {mismatch}")
-    module.load_state_dict(tensors)
-
-
-def new_run_dir(config: TrainConfig, data_path: Path) -> Path:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    run = Path(config.output) / run_name(config, data_path) / stamp
-    i = 1
-    while run.exists():
-        run = run.with_name(f"{stamp}-{i}")
-        i += 1
-    return run
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a nerfxl run folder (no config.yaml)")
-    return load_config_yaml(run_dir / "config.yaml", TrainConfig)
 
 
 SESSION_OPTIONS = ("progress", "max_restarts", "viewer", "viewer_port", "viewer_host", "viewer_allow_remote",

@@ -22,7 +22,8 @@ def scene_info(run, label: str, fetching=None, processes: int = 1) -> SceneInfo:
     from nerfxl.data.boxes import union_box
     from nerfxl.errors import NerfxlError
     from nerfxl.fields.grid_plane_window import PlaneSplit
-    from nerfxl.train import load_split, saved_strategy
+    from nerfxl.run.layout import saved_strategy
+    from nerfxl.run.load import load_split
     from nerfxl.viewer.camera import up_direction
     from nerfxl.viewer.overlays import block_boxes, tile_owners
 
@@ -78,7 +79,7 @@ def view_on_process(ctx: DistContext, run_dir: Path, options: ViewerOptions, dyn
         backend = FrameBackend(run.renderer, ctx, fetcher=fetching.fetcher, pixels_split=True)
         what = fetching.summary
     else:
-        from nerfxl.trained import load_trained
+        from nerfxl.run.trained import load_trained
 
         run = load_trained(run_dir, ctx=ctx)
         backend = FrameBackend(run.renderer, ctx)

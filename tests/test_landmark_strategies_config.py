@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nerfxl.fields.config import GridConfig
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import TrainConfig
+from nerfxl.run.config import TrainConfig
 
 
 def landmark_config(data: Path, output: Path, strategy: str, devices: int, blocks: str | None = None,

@@ -13,8 +13,9 @@ from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.errors import CheckpointError, ConfigError
 from nerfxl.evaluate import render_image
 from nerfxl.merge import merge_run, split_run
-from nerfxl.train import load_split, train
-from nerfxl.trained import load_trained
+from nerfxl.run.load import load_split
+from nerfxl.run.trained import load_trained
+from nerfxl.train import train
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                 "TORCHELASTIC_RUN_ID")
@@ -72,7 +73,7 @@ def test_merge_and_split_refuse_bad_input_in_one_line(plane_run, tmp_path):
 
 
 def test_resuming_a_plane_run_on_another_process_count_is_refused(plane_run):
-    from nerfxl.train import TrainConfig
+    from nerfxl.run.config import TrainConfig
 
     with pytest.raises((ConfigError, CheckpointError), match="`nerfxl merge`"):
         train(TrainConfig(resume=plane_run, progress=False), steps_override=8, devices_override=1)

@@ -12,7 +12,9 @@ import torch
 from nerfxl.checkpoint import latest_checkpoint, list_checkpoints
 from nerfxl.errors import CheckpointError, ConfigError, NerfxlError
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import Trainer, TrainConfig, load_run_config, train
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.load import load_run_config
+from nerfxl.train import Trainer, train
 
 
 def tiny_config(data: Path, output: Path, **overrides) -> TrainConfig:
@@ -122,7 +124,7 @@ def test_nan_loss_stops_with_last_checkpoint_intact(tiny_city, tmp_path, monkeyp
 
 
 def test_scene_box_override_and_format(tiny_city, tmp_path):
-    from nerfxl.train import load_split
+    from nerfxl.run.load import load_split
 
     cfg = tiny_config(tiny_city, tmp_path, scene_box=(-10.0, -10.0, 0.0, 10.0, 10.0, 5.0), data_format="nerfstudio")
     data = load_split(cfg, "train")

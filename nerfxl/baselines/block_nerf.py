@@ -36,7 +36,9 @@ from nerfxl.data.cameras import Cameras
 from nerfxl.data.dataset import Dataset
 from nerfxl.errors import CheckpointError, ConfigError, NerfxlError
 from nerfxl.fileio import write_json_atomic
-from nerfxl.train import Trainer, TrainConfig, load_split
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.load import load_split
+from nerfxl.train import Trainer
 
 METHOD = "independent-2d"
 BASELINE_FILE = "baseline.json"
@@ -187,7 +189,7 @@ class Independent2D:
 
     def model(self, j: int):
         """Cluster ``j``'s trained run (loaded once; only the clusters a view needs get loaded)."""
-        from nerfxl.trained import load_trained
+        from nerfxl.run.trained import load_trained
 
         if j not in self.models:
             self.models[j] = load_trained(Path(self.run_dir) / self.info["clusters"][j]["model"], device=self.device)

@@ -43,7 +43,9 @@ from nerfxl.errors import DataError
 from nerfxl.evaluate import spread_indices
 from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import sample_positions
-from nerfxl.train import TrainConfig, Trainer, load_split
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.load import load_split
+from nerfxl.train import Trainer
 
 BASELINE_FILE = "baseline.json"
 METHOD = "independent-3d"

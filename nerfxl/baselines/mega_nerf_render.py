@@ -37,8 +37,10 @@ from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import RenderedRays, TiledRenderer, finish_rendering, sample_positions
 from nerfxl.rendering.sampling import march_rays_in_box
 from nerfxl.rendering.segments import composite_segments, render_segments
-from nerfxl.train import TrainConfig, load_split, resolve_device
-from nerfxl.trained import TrainedRun, load_trained
+from nerfxl.parallel.distributed import resolve_device
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.load import load_split
+from nerfxl.run.trained import TrainedRun, load_trained
 
 
 @dataclass

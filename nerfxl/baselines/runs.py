@@ -12,7 +12,9 @@ from nerfxl.baselines.block_nerf import BASELINE_FILE
 from nerfxl.errors import CheckpointError, ConfigError, DataError
 from nerfxl.fileio import write_json_atomic
 from nerfxl.partition.plan import TilePlan, plan_tiles
-from nerfxl.train import TrainConfig, load_split, new_run_dir, resolve_data_path
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.layout import new_run_dir
+from nerfxl.run.load import load_split, resolve_data_path
 
 INDEPENDENT_METHODS = ("independent-2d", "independent-3d")
 

@@ -253,7 +253,7 @@ def count_parameters(run_dir: Path, method: Method) -> int:
 
         renderers = load_blended_models(run_dir, device="cpu").renderers
     else:
-        from nerfxl.trained import load_trained
+        from nerfxl.run.trained import load_trained
 
         renderers = [load_trained(f.parent, device="cpu").renderer for f in sorted(Path(run_dir).rglob("config.yaml"))]
     return sum(p.numel() for renderer in renderers for p in renderer.parameters())

@@ -27,7 +27,12 @@ from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError
 from nerfxl.fields.config import build_radiance_field
 from nerfxl.fields.grid_plane_window import PlaneSplit
+from nerfxl.parallel.distributed import resolve_device
 from nerfxl.renderer import TiledRenderer
+from nerfxl.run.layout import saved_strategy, tile_shard_name
+from nerfxl.run.load import run_checkpoint
+from nerfxl.run.state import describe_state_mismatch, load_shared_state, load_strict
+from nerfxl.run.trained import TrainedRun
 
 from .fetcher import DynamicFetcher
 from .field import BlockTarget, FetchWindowGrid, WindowedTile
@@ -82,16 +87,6 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
         ctx: several processes rendering together: rank 0 alone keeps ``store`` (and broadcasts the
             blocks), the others read nothing from the host.
     """
-    from nerfxl.train import (
-        describe_state_mismatch,
-        load_shared_state,
-        load_strict,
-        resolve_device,
-        saved_strategy,
-        tile_shard_name,
-    )
-    from nerfxl.trained import TrainedRun, run_checkpoint
-
     if store not in ("memory", "mmap"):
         raise ConfigError(f"--block-store {store!r}: expected 'memory' or 'mmap'")
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
@@ -184,9 +179,6 @@ def default_cells(boxes: Tensor, scene_box: Tensor, n: int) -> PlaneSplit:
 def _load_tiles_for_fetching(run_dir: Path, config, ckpt: Path, state: dict, n: int, blocks: str | None,
                              device: str, store: str, overlap: bool, camera_limits: str, ctx) -> FetchingRun:
     """:func:`load_for_fetching` for a run of K tiles: whole tiles are the fetch unit."""
-    from nerfxl.train import load_shared_state, resolve_device, tile_shard_name
-    from nerfxl.trained import TrainedRun
-
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = union_box(boxes)
     split = PlaneSplit.parse(blocks) if blocks is not None else default_cells(boxes, scene_box, n)

@@ -336,7 +336,7 @@ class TileTarget:
 
 def read_tile_layout(path: Path, expected: dict[str, Tensor]) -> TileLayout:
     """The layout of the tile shard at ``path``, checked against a shell's state (one-line error)."""
-    from nerfxl.train import describe_state_mismatch
+    from nerfxl.run.state import describe_state_mismatch
 
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -22,8 +22,9 @@ from nerfxl.checkpoint import latest_checkpoint
 from nerfxl.errors import ConfigError
 from nerfxl.evaluate import render_image
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import Trainer, load_split
-from nerfxl.trained import load_trained, run_checkpoint
+from nerfxl.run.load import load_split, run_checkpoint
+from nerfxl.run.trained import load_trained
+from nerfxl.train import Trainer
 
 
 def small_config(data, output, **overrides):

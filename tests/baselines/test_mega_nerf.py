@@ -22,7 +22,8 @@ from nerfxl.baselines.ray_selection import pixels_hitting_boxes
 from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.data.rays import generate_image_rays
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import TrainConfig, load_split
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.load import load_split
 
 
 def tiny_config(data, output, **overrides) -> TrainConfig:

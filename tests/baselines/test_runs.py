@@ -10,7 +10,7 @@ import pytest
 from nerfxl.baselines.runs import baseline_method, evaluate_baseline, train_baseline
 from nerfxl.errors import CheckpointError, ConfigError
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.trained import load_trained
+from nerfxl.run.trained import load_trained
 
 
 def baseline_config(data, output, **overrides):

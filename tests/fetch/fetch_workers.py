@@ -9,7 +9,7 @@ import torch
 from nerfxl.evaluate import render_image, render_image_by_rows
 from nerfxl.fetch.load import load_for_fetching
 from nerfxl.parallel.distributed import DistContext
-from nerfxl.trained import load_trained
+from nerfxl.run.trained import load_trained
 
 
 def fly_on_every_rank(ctx: DistContext, run_dir: str, blocks: str, n: int, poses: torch.Tensor, intrinsics: tuple) -> dict:

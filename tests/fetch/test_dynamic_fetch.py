@@ -28,8 +28,8 @@ from nerfxl.fetch.window import Window
 from nerfxl.fields.config import GridConfig
 from nerfxl.merge import split_run
 from nerfxl.render import flyover_path, look_at
+from nerfxl.run.trained import load_trained
 from nerfxl.train import train
-from nerfxl.trained import load_trained
 
 TILT = 30.0
 SIZE = (40, 30)  # frame width, height: small, the comparison is per pixel

@@ -23,8 +23,8 @@ from nerfxl.fetch.tiles import TileTarget, most_tiles_meeting_a_window, tiles_me
 from nerfxl.fetch.window import Window
 from nerfxl.fields.config import GridConfig
 from nerfxl.presets import TRAIN_PRESETS
+from nerfxl.run.trained import load_trained
 from nerfxl.train import train
-from nerfxl.trained import load_trained
 
 
 def tiled_run(data: Path, out: Path, partitions: int, grid: GridConfig, **field) -> Path:

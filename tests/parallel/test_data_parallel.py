@@ -36,7 +36,8 @@ from nerfxl.errors import ConfigError
 from nerfxl.parallel.data_parallel import skip_draws
 from nerfxl.parallel.launch import launch
 from nerfxl.presets import TRAIN_PRESETS
-from nerfxl.train import TrainConfig, check_processes
+from nerfxl.run.config import TrainConfig
+from nerfxl.run.strategy import check_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2

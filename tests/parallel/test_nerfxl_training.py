@@ -52,7 +52,7 @@ from nerfxl.partition.plan import tiling_problem
 from nerfxl.presets import TRAIN_PRESETS
 from nerfxl.renderer import RenderConfig, TiledRenderer
 from nerfxl.rendering.segments import composite_segments
-from nerfxl.train import TrainConfig
+from nerfxl.run.config import TrainConfig
 
 WORLD = 4  # processes of the one launch
 LOSS_RTOL = 1e-6

@@ -22,8 +22,8 @@ from nerfxl.evaluate import render_image, to_uint8  # noqa: E402
 from nerfxl.parallel.launch import launch  # noqa: E402
 from nerfxl.presets import TRAIN_PRESETS  # noqa: E402
 from nerfxl.render import look_at, read_camera_path  # noqa: E402
+from nerfxl.run.trained import load_trained  # noqa: E402
 from nerfxl.train import train  # noqa: E402
-from nerfxl.trained import load_trained  # noqa: E402
 from nerfxl.viewer.backends import FrameBackend, RenderSettings  # noqa: E402
 from nerfxl.viewer.camera import cameras_for_view, view_from_browser  # noqa: E402
 from nerfxl.viewer.server import Viewer, ViewerOptions  # noqa: E402

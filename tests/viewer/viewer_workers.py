@@ -63,7 +63,7 @@ def render_rows_on_every_rank(ctx: DistContext, run_dir: str, poses: torch.Tenso
         fetching = load_for_fetching(Path(run_dir), 2, None, device="cpu", camera_limits="clamp", ctx=ctx)
         backend = FrameBackend(fetching.trained.renderer, ctx, fetcher=fetching.fetcher, pixels_split=True)
     else:
-        from nerfxl.trained import load_trained
+        from nerfxl.run.trained import load_trained
 
         backend = FrameBackend(load_trained(Path(run_dir), ctx=ctx).renderer, ctx)
     try:
