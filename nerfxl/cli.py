@@ -31,7 +31,7 @@ class Info:
     """Describe a dataset before training: format, frames per split, resolutions, cameras, box, points."""
 
     data: tyro.conf.Positional[Path]
-    """Dataset folder (nerfstudio, Blender, COLMAP, Mega-NeRF, MatrixCity) or its JSON file."""
+    """Dataset folder (nerfstudio, Blender, COLMAP, LLFF, Mega-NeRF, MatrixCity) or its JSON file."""
 
     def main(self) -> None:
         from nerfxl.data.load import describe_dataset

@@ -8,9 +8,10 @@ line must name. :mod:`test_bad_input_corpus` runs every case through the real co
 Categories:
 
 - ``dataset``: transforms JSON (nerfstudio, Blender, MatrixCity), COLMAP binary/text, Mega-NeRF
-  ``.pt`` files, images (missing, unreadable, truncated, of the wrong size), empty splits. Formats
-  are read by ``nerfxl info`` (it parses every frame); problems only found when images are loaded or
-  decoded need ``nerfxl train ... --steps 1``.
+  ``.pt`` files, LLFF ``poses_bounds.npy`` and its image folders, images (missing, unreadable,
+  truncated, of the wrong size), empty splits. Formats are read by ``nerfxl info`` (it parses
+  every frame); problems only found when images are loaded or decoded need
+  ``nerfxl train ... --steps 1``.
 - ``config``: command-line options (unknown, wrong type, impossible combinations) and a run's
   ``config.yaml`` read back by ``--resume`` / ``eval``.
 - ``checkpoint``: a run's checkpoint with missing, truncated, corrupted or foreign files, read by
@@ -152,6 +153,19 @@ def write_matrixcity_raw(root: Path) -> Path:
     return root
 
 
+def write_llff(root: Path, n: int = 8) -> Path:
+    """poses_bounds.npy (OpenGL cameras turned into LLFF's [down, right, back]) + images/ + images_2/."""
+    rows = []
+    for i, c2w in enumerate(random_cameras(n, seed=6)):
+        write_image(root / "images" / f"IMG_{i:03d}.png", W, H, seed=i)
+        write_image(root / "images_2" / f"IMG_{i:03d}.png", W // 2, H // 2, seed=i)
+        right, up, back, position = c2w.T
+        pose = np.stack([-up, right, back, position, [H, W, FL]], axis=1)
+        rows.append(np.concatenate([pose.reshape(15), [1.0, 8.0]]))
+    np.save(root / "poses_bounds.npy", np.array(rows))
+    return root
+
+
 @dataclass
 class Bases:
     """The valid inputs every case copies before breaking one thing."""
@@ -163,6 +177,7 @@ class Bases:
     colmap_text: Path
     meganerf: Path
     matrixcity_raw: Path
+    llff: Path
     run: Path = field(default=None)  # a tiny single-tile run, checkpoint at step 2
     run_k2: Path = field(default=None)  # another run: 2 tiles, same dataset
 
@@ -170,7 +185,8 @@ class Bases:
 def write_datasets(root: Path) -> Bases:
     return Bases(root=root, nerfstudio=write_nerfstudio(root / "nerfstudio"), blender=write_blender(root / "blender"),
                  colmap=write_colmap(root / "colmap"), colmap_text=write_colmap(root / "colmap-text", text=True),
-                 meganerf=write_meganerf(root / "meganerf"), matrixcity_raw=write_matrixcity_raw(root / "matrixcity"))
+                 meganerf=write_meganerf(root / "meganerf"), matrixcity_raw=write_matrixcity_raw(root / "matrixcity"),
+                 llff=write_llff(root / "llff"))
 
 
 def train_args(data: Path, out: Path, name: str, *extra: str) -> list[str]:
@@ -457,7 +473,79 @@ def meganerf_metadata_zero_focal(b, d):
     return info(data, "000001.pt", "focal")
 
 
+# -- LLFF -------------------------------------------------------------------------------------------
+
+
+def llff_case(b: Bases, d: Path, change: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
+    data = copy(b.llff, d / "data")
+    if change is not None:
+        np.save(data / "poses_bounds.npy", change(np.load(data / "poses_bounds.npy")))
+    return data
+
+
+def llff_value(row: int, column: int, value: float) -> Callable[[np.ndarray], np.ndarray]:
+    def change(array: np.ndarray) -> np.ndarray:
+        array[row, column] = value
+        return array
+    return change
+
+
+@case("dataset")
+def llff_poses_wrong_shape(b, d):
+    return info(llff_case(b, d, lambda a: a[:, :15]), "poses_bounds.npy", "[N, 17]", "[8, 15]")
+
+
+@case("dataset")
+def llff_poses_not_npy(b, d):
+    data = llff_case(b, d)
+    (data / "poses_bounds.npy").write_bytes(b"\x93NUMPY\x01\x00 then garbage")
+    return info(data, "poses_bounds.npy", "cannot be read")
+
+
+@case("dataset")
+def llff_poses_nan(b, d):
+    return info(llff_case(b, d, llff_value(2, 3, math.nan)), "poses_bounds.npy", "row 2", "non-finite")
+
+
+@case("dataset")
+def llff_zero_focal(b, d):
+    return info(llff_case(b, d, llff_value(1, 14, 0.0)), "poses_bounds.npy", "row 1", "focal length")
+
+
+@case("dataset")
+def llff_near_not_positive(b, d):
+    return info(llff_case(b, d, llff_value(3, 15, 0.0)), "poses_bounds.npy", "row 3", "bounds must be positive")
+
+
+@case("dataset")
+def llff_count_mismatch(b, d):
+    data = llff_case(b, d)
+    (data / "images" / "IMG_005.png").unlink()
+    return info(data, "poses_bounds.npy", "8 poses but images/ holds 7 images")
+
+
+@case("dataset")
+def llff_images_folder_missing(b, d):
+    data = llff_case(b, d)
+    shutil.rmtree(data / "images")
+    return info(data, "images", "folder is missing")
+
+
+@case("dataset")
+def llff_image_aspect_mismatch(b, d):
+    data = llff_case(b, d)
+    write_image(data / "images" / "IMG_004.png", H, W, seed=4)  # rotated
+    return info(data, "IMG_004.png", "aspect ratios differ")
+
+
 # -- images and splits (found when a split is loaded or an image decoded: train) ---------------------
+
+
+@case("dataset")
+def llff_downscaled_copy_count_mismatch(b, d):
+    data = llff_case(b, d)
+    (data / "images_2" / "IMG_000.png").unlink()
+    return train_on(data, d, "images_2", "holds 7 images", extra=("--downscale", "2"))
 
 
 @case("dataset")

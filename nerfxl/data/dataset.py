@@ -24,7 +24,8 @@ class Dataset:
         images: N lazily loaded images matching ``cameras`` (sizes already downscaled).
         split: the split name.
         scene_box: [2, 3] axis-aligned bounds (min, max) of the content to reconstruct.
-        format: the detected format name ("nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity").
+        format: the detected format name ("nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity",
+            "llff").
         root: the folder the dataset was read from.
         depths: optional lazily loaded z-depth maps, same sizes as the images.
         points: optional [P, 3] float32 point cloud (e.g. SfM points), world coordinates.

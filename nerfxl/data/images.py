@@ -58,11 +58,18 @@ class LRUCache:
 def read_image_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image to uint8 [H, W, 3 or 4]; resize by area averaging to ``size`` = (W, H).
 
+    Memory: a full-resolution uint8 decode at most (never float); JPEGs read at a smaller ``size``
+    are decoded at a reduced scale to begin with.
+
     Raises:
         DataError: the file is missing or cannot be decoded.
     """
     try:
         with Image.open(path) as im:
+            if size is not None and im.format == "JPEG":
+                # JPEG decodes straight at 1/2, 1/4 or 1/8 scale (the largest still ≥ size), so a
+                # large photo read downscaled never exists at full resolution in memory.
+                im.draft(None, tuple(size))
             im.load()
             if im.mode not in ("RGB", "RGBA"):
                 has_alpha = "A" in im.getbands() or "transparency" in im.info

@@ -8,6 +8,9 @@ blender         ``transforms_{train,val,test}.json`` with only ``camera_angle_x`
 matrixcity      ``transforms_{train,test}.json`` with ``fl_x`` (MatrixCity ``pose/<block>/``), or a
                 ``transforms.json`` whose frames carry ``rot_mat`` (a raw MatrixCity block)
 mega-nerf       ``coordinates.pt`` + ``{train,val}/metadata``
+llff            ``poses_bounds.npy`` + ``images/`` (folder holding it, or the file); checked before
+                COLMAP, since LLFF folders usually keep COLMAP's ``sparse/`` too (``format="colmap"``
+                reads that instead)
 colmap          ``sparse/0/``, ``sparse/`` or the folder itself with cameras+images ``.bin``/``.txt``
 ==============  ==================================================================================
 
@@ -29,7 +32,8 @@ import torch
 from nerfxl.data.dataset import Dataset, scene_box_from_cameras, scene_box_from_points
 from nerfxl.data.formats import ALL_SPLITS, FORMAT_NAMES, PARSERS, ParsedScene
 from nerfxl.data.formats.colmap import find_model_folder
-from nerfxl.data.formats.common import read_json
+from nerfxl.data.formats.common import PrescaledImages, fit_cameras_to_images, read_json
+from nerfxl.data.formats.llff import POSES_FILE
 from nerfxl.data.images import DEFAULT_CACHE_BYTES, DepthSource, ImageSource
 from nerfxl.errors import ConfigError, DataError
 
@@ -37,8 +41,8 @@ from nerfxl.errors import ConfigError, DataError
 MIN_POINTS_FOR_BOX = 8
 
 LOOKED_FOR = ("transforms.json (nerfstudio), transforms_{train,val,test}.json (Blender or MatrixCity), "
-              "coordinates.pt (Mega-NeRF), cameras+images .bin/.txt in sparse/0/, sparse/ or the folder "
-              "itself (COLMAP)")
+              "coordinates.pt (Mega-NeRF), poses_bounds.npy (LLFF), cameras+images .bin/.txt in sparse/0/, "
+              "sparse/ or the folder itself (COLMAP)")
 
 
 def _peek_frames(json_path: Path) -> tuple[dict, dict]:
@@ -70,6 +74,8 @@ def _resolve(path: Path) -> tuple[str, Path]:
         name = path.name
         if name == "coordinates.pt":
             return "mega-nerf", path.parent
+        if name == POSES_FILE:
+            return "llff", path.parent
         if name.startswith(("cameras.", "images.", "points3D.")) and path.suffix in (".bin", ".txt"):
             return "colmap", path.parent
         if path.suffix.lower() == ".json":
@@ -85,6 +91,8 @@ def _resolve(path: Path) -> tuple[str, Path]:
         return _split_file_format(path), path
     if (path / "coordinates.pt").is_file():
         return "mega-nerf", path
+    if (path / POSES_FILE).is_file():
+        return "llff", path
     if find_model_folder(path) is not None:
         return "colmap", path
     raise DataError(path, f"cannot tell the dataset format; looked for {LOOKED_FOR}")
@@ -151,10 +159,11 @@ def dataset_from_scene(
     if not indices:
         why = scene.split_problems.get(split, "no frames are assigned to it")
         raise DataError(scene.source, f"the {split} split is empty ({why})")
-    for i in indices:
-        if not scene.image_paths[i].is_file():
-            raise DataError(scene.image_paths[i], f"image file is missing (frame '{scene.image_names[i]}' "
-                                                  f"of {scene.source.name})")
+    copy = _prescaled_copy(scene, downscale)
+    paths = [(scene.image_paths if copy is None else copy.paths)[i] for i in indices]
+    for i, path in zip(indices, paths):
+        if not path.is_file():
+            raise DataError(path, f"image file is missing (frame '{scene.image_names[i]}' of {scene.source.name})")
     if scene.depth_paths is not None:
         for i in indices:
             if not scene.depth_paths[i].is_file():
@@ -163,11 +172,15 @@ def dataset_from_scene(
 
     index = torch.tensor(indices, dtype=torch.int64)
     cameras = scene.cameras[index]
-    if downscale != 1.0:
+    file_downscale = downscale  # how much larger the files read are than the cameras
+    if copy is not None:
+        # The copy's real sizes decide the intrinsics: tools round the downscaled sides their own way.
+        cameras = fit_cameras_to_images(cameras, paths, "the full-size image's camera")
+        file_downscale = 1.0
+    elif downscale != 1.0:
         cameras = cameras.rescale(1.0 / downscale)
     sizes = list(zip(cameras.width.tolist(), cameras.height.tolist()))
-    images = ImageSource([scene.image_paths[i] for i in indices], sizes, downscale=downscale,
-                         background=background, cache_bytes=cache_bytes)
+    images = ImageSource(paths, sizes, downscale=file_downscale, background=background, cache_bytes=cache_bytes)
     depths = None
     if scene.depth_paths is not None:
         # Same byte bound as the images: a depth map costs 4 bytes per pixel, an RGBA image as much,
@@ -179,11 +192,25 @@ def dataset_from_scene(
     metadata["camera_models"] = [scene.camera_model_names[i] for i in indices]
     if downscale != 1.0:
         metadata["downscale"] = float(downscale)
+    if copy is not None:
+        metadata["images_from"] = copy.folder.name
     return Dataset(
         cameras=cameras, images=images, split=split, scene_box=scene.scene_box.clone(), format=scene.format,
         root=scene.root, depths=depths, points=scene.points, point_colors=scene.point_colors,
         image_names=[scene.image_names[i] for i in indices], metadata=metadata,
     )
+
+
+def _prescaled_copy(scene: ParsedScene, downscale: float) -> PrescaledImages | None:
+    """The scene's copy of its images already downscaled by ``downscale`` (e.g. LLFF's images_4/), if any."""
+    if not downscale.is_integer() or int(downscale) not in scene.prescaled:
+        return None
+    copy = scene.prescaled[int(downscale)]
+    if len(copy.paths) != len(scene):
+        raise DataError(copy.folder, f"holds {len(copy.paths)} images but {scene.source.name} describes "
+                                     f"{len(scene)}; downscale {downscale:g} reads this folder, so the counts "
+                                     f"must agree")
+    return copy
 
 
 def load_dataset(
@@ -199,11 +226,12 @@ def load_dataset(
     Args:
         path: dataset folder, or its ``transforms*.json`` / ``coordinates.pt`` / COLMAP file.
         split: "train", "val", "test" or "all".
-        downscale: images and intrinsics are divided by this factor (2 = half size), on the fly.
+        downscale: images and intrinsics are divided by this factor (2 = half size), on the fly, or
+            read from the dataset's own copy at that factor when it has one (LLFF's ``images_4/``).
         background: RGB in [0, 1] that images with alpha are composited onto.
         cache_bytes: bound of the decoded-image cache (and of the depth cache, if any).
         format: skip detection and use this format (one of nerfstudio, blender, colmap, mega-nerf,
-            matrixcity).
+            matrixcity, llff).
     Raises:
         DataError: missing/malformed files, naming the file and the problem.
         ConfigError: an unknown split, format or a non-positive downscale.

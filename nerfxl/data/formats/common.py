@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,21 @@ ROTATION_TOLERANCE = 1e-2
 
 
 @dataclass
+class PrescaledImages:
+    """A copy of a scene's images already downscaled by an integer factor (LLFF's ``images_4/``, …).
+
+    Attributes:
+        folder: where the copies are.
+        paths: the folder's image files in frame order (sorted by name); they are frame i's copy only
+            when there is one per frame, which :func:`nerfxl.data.load.dataset_from_scene` checks
+            when it reads them.
+    """
+
+    folder: Path
+    paths: list[Path]
+
+
+@dataclass
 class ParsedScene:
     """All N frames of a scene, in the format-independent conventions of :mod:`nerfxl.data.cameras`.
 
@@ -54,6 +69,9 @@ class ParsedScene:
         depth_paths: N depth files or None.
         depth_scale: factor from depth file values to scene units.
         metadata: format-specific extras (conversions applied, notes).
+        prescaled: integer factor → a copy of every image already downscaled by it; loading with
+            that ``downscale`` reads the copy (intrinsics fitted to its real size) instead of
+            downscaling the full-size files on the fly.
     """
 
     format: str
@@ -72,6 +90,7 @@ class ParsedScene:
     depth_paths: list[Path] | None = None
     depth_scale: float = 1.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    prescaled: dict[int, PrescaledImages] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -187,6 +206,42 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(path, "image file is missing") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(path, f"image cannot be read ({e})") from None
+
+
+def check_same_aspect(size: tuple[int, int], reference: tuple[int, int], path: Path, described_by: str) -> None:
+    """Reject an image of ``size`` (W, H) that is no uniform resize of ``reference`` (W, H).
+
+    Resizing tools round each side on its own (to nearest, down or up), so the image passes when one
+    scale s puts both s·W and s·H within a pixel of its sides.
+    """
+    (w, h), (ref_w, ref_h) = size, reference
+    lowest = max((w - 1) / ref_w, (h - 1) / ref_h)
+    highest = min((w + 1) / ref_w, (h + 1) / ref_h)
+    if lowest > highest:
+        raise DataError(path, f"image is {w}x{h}, but {described_by} says {ref_w}x{ref_h}: the aspect ratios "
+                              f"differ ({w / h:.4g} vs {ref_w / ref_h:.4g}), so it is not that image resized "
+                              f"(cropped or rotated?)")
+
+
+def fit_cameras_to_images(cameras: Cameras, paths: Sequence[Path], described_by: str) -> Cameras:
+    """The same N cameras at the real sizes of ``paths`` (read from the headers, nothing decoded).
+
+    fx and cx follow the width's ratio, fy and cy the height's, so the pixel grid keeps covering the
+    same field of view whatever rounding made the files (as :meth:`Cameras.rescale` does). A file
+    whose aspect ratio differs from its camera's is a :class:`DataError` naming the file;
+    ``described_by`` says where the cameras' sizes came from, for that message.
+    """
+    sizes = [image_size(p) for p in paths]
+    for size, w, h, path in zip(sizes, cameras.width.tolist(), cameras.height.tolist(), paths):
+        check_same_aspect(size, (w, h), path, described_by)
+    width = torch.tensor([w for w, _ in sizes], dtype=torch.int64)
+    height = torch.tensor([h for _, h in sizes], dtype=torch.int64)
+    # float64 ratios: a 4032-pixel side scaled to 504 must give exactly focal / 8.
+    sx = width.double() / cameras.width.double()
+    sy = height.double() / cameras.height.double()
+    scale = lambda x, s: (x.double() * s).to(x.dtype)  # noqa: E731
+    return replace(cameras, fx=scale(cameras.fx, sx), fy=scale(cameras.fy, sy), cx=scale(cameras.cx, sx),
+                   cy=scale(cameras.cy, sy), width=width, height=height)
 
 
 def holdout_splits(n: int, every: int = HOLDOUT_EVERY) -> dict[str, list[int]]:
