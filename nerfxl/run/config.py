@@ -60,7 +60,7 @@ class TrainConfig:
 
     data: Optional[Path] = None
     """Dataset folder or JSON file; none = the built-in procedural city (generated on first use)."""
-    data_format: Optional[Literal["nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity"]] = None
+    data_format: Optional[Literal["nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity", "llff"]] = None
     """Dataset format; none = detected from the folder's layout."""
     scene_box: Optional[tuple[float, float, float, float, float, float]] = None
     """Scene bounds xmin ymin zmin xmax ymax zmax in dataset units; none = the dataset's own box
