@@ -206,7 +206,7 @@ def flythrough_pass(args, run_dir: Path, n: int, cams, full) -> dict:
     """One flight along the path with a freshly opened N × N window (so that every pass starts alike).
     Each frame is rendered with fetching, then with the whole model ``full`` (a TrainedRun): interleaved,
     so that a slow spell of the machine hits both alike."""
-    from nerfxl.evaluate import render_image
+    from nerfxl.parallel.images import render_image
     from nerfxl.fetch.load import load_for_fetching
 
     fetching = load_for_fetching(run_dir, n, args.blocks, args.device, store="memory")
@@ -239,10 +239,11 @@ def flythrough_pass(args, run_dir: Path, n: int, cams, full) -> dict:
 
 def flythrough(args, run_dir: Path, layout, n: int, full) -> dict:
     """--passes of :func:`flythrough_pass` along the flyover; a frame's time is its median over the passes."""
-    from nerfxl.evaluate import render_image
+    from nerfxl.parallel.images import render_image
     from nerfxl.fetch.limits import TRIGGER_BLOCKS, CameraLimits, camera_position_in_blocks, half_diagonal_fov_deg
     from nerfxl.fetch.store import block_device_bytes
-    from nerfxl.render import FLYOVER_TILT_DEG, path_cameras
+    from nerfxl.data.camera_paths import FLYOVER_TILT_DEG
+    from nerfxl.render import path_cameras
 
     max_height = 0.0
 

@@ -109,9 +109,10 @@ def time_fills(fetching, repeats: int, pool: ThreadPoolExecutor) -> dict:
 
 
 def flythrough(args, run_dir: Path, fetching, full) -> dict:
-    from nerfxl.evaluate import render_image
+    from nerfxl.parallel.images import render_image
     from nerfxl.fetch.limits import TRIGGER_BLOCKS, CameraLimits, half_diagonal_fov_deg
-    from nerfxl.render import FLYOVER_TILT_DEG, path_cameras
+    from nerfxl.data.camera_paths import FLYOVER_TILT_DEG
+    from nerfxl.render import path_cameras
 
     layout, fetcher, n = fetching.layout, fetching.fetcher, fetching.fetcher.n
 

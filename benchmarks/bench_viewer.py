@@ -372,14 +372,14 @@ def reference_speed(backend, scene, long_side: int, repeats: int) -> dict:
 
 
 def initial_pose(scene) -> np.ndarray:
-    from nerfxl.render import orbit_path
+    from nerfxl.data.camera_paths import orbit_path
 
     box = torch.as_tensor(scene.scene_box, dtype=torch.float32)
     if scene.cameras is not None:
         return orbit_path(scene.cameras, box, 8)[0].double().numpy()
     centre = 0.5 * (scene.scene_box[0] + scene.scene_box[1])
     eye = centre + np.array([0.0, -1.5, 1.0]) * (scene.scene_box[1] - scene.scene_box[0]).max()
-    from nerfxl.render import look_at
+    from nerfxl.data.camera_paths import look_at
 
     return look_at(torch.as_tensor(eye), torch.as_tensor(centre), torch.tensor([0.0, 0.0, 1.0],
                                                                               dtype=torch.float64)).numpy()
@@ -387,7 +387,7 @@ def initial_pose(scene) -> np.ndarray:
 
 def camera_moves(page: ServedPage, scene, n_poses: int, timeout: float) -> dict:
     """Part 1: page load → first frames, then --poses camera moves from an idle viewer."""
-    from nerfxl.render import orbit_path
+    from nerfxl.data.camera_paths import orbit_path
 
     first = page.wait_record(lambda i: True, 0, timeout, "first frame")
     initial = {"page_load_to_first_frame_s": page.tap.shown_at[first] - page.loaded_at,
@@ -468,7 +468,7 @@ def flight_height(page: ServedPage, layout, neighbourhood: int, long_side: int) 
     """(height, height limit) above the ground for the browser camera's field of view and aspect, as
     ``render_fetching`` picks it (80 % of the limit at the flyover tilt, 0.2-block margin)."""
     from nerfxl.fetch.limits import TRIGGER_BLOCKS, CameraLimits, half_diagonal_fov_deg
-    from nerfxl.render import FLYOVER_TILT_DEG
+    from nerfxl.data.camera_paths import FLYOVER_TILT_DEG
 
     cams = page.browser_view().cameras(long_side)
     limits = CameraLimits(neighbourhood, min(layout.block_size), half_diagonal_fov_deg(cams), TRIGGER_BLOCKS,
@@ -586,9 +586,9 @@ def main() -> None:
     except ImportError:
         sys.exit("bench_viewer: the playwright Python package is missing (pip install playwright)")
 
-    from nerfxl.evaluate import local_context
+    from nerfxl.parallel.images import local_context
     from nerfxl.fetch.load import load_for_fetching
-    from nerfxl.render import FLYOVER_TILT_DEG, flyover_path
+    from nerfxl.data.camera_paths import FLYOVER_TILT_DEG, flyover_path
     from nerfxl.parallel.distributed import resolve_device
     from nerfxl.run.trained import load_trained
     from nerfxl.view import scene_info

@@ -1,4 +1,4 @@
-"""Rendering held-out views and scoring them (PSNR, SSIM), on one process or on D.
+"""``nerfxl eval``: rendering held-out views and scoring them (PSNR, SSIM), on one process or on D.
 
 With D processes every process renders its tiles' segments of each image and rank 0 gathers,
 composites, scores and saves (nerf-xl.md §6); the other processes return None.
@@ -18,83 +18,15 @@ import torch
 from torch import Tensor
 
 from nerfxl.data.cameras import Cameras
-from nerfxl.data.rays import generate_image_rays
 from nerfxl.errors import ConfigError
 from nerfxl.fileio import write_json_atomic
 from nerfxl.parallel.distributed import DistContext
-from nerfxl.parallel.partition_based import render_rays_chunked_to_main
+from nerfxl.parallel.images import render_image, to_uint8
 from nerfxl.parallel.tiles import check_tiles_per_process
-from nerfxl.renderer import RenderedRays, TiledRenderer
+from nerfxl.renderer import TiledRenderer
 from nerfxl.run.layout import JOINT_STRATEGIES, saved_strategy
 from nerfxl.run.load import load_split, run_checkpoint
 from nerfxl.run.trained import load_trained
-
-
-def local_context(renderer: TiledRenderer) -> DistContext:
-    """The single-process context for a renderer that holds all tiles."""
-    return DistContext(device=renderer.scene_box.device)
-
-
-@torch.no_grad()
-def render_image(renderer: TiledRenderer, cameras: Cameras, index: int, ctx: DistContext | None = None) -> dict[str, Tensor] | None:
-    """Render camera ``index`` (model-frame cameras) as a novel view (zero appearance embedding).
-
-    Every process of ``ctx`` must call it; the image comes back on rank 0 only.
-
-    Returns:
-        {"rgb": [H, W, 3], "depth": [H, W] ray distance in model units, "opacity": [H, W]} on CPU,
-        or None on ranks other than 0.
-    """
-    out = render_rays_chunked_to_main(renderer, novel_view_rays(cameras, index), ctx or local_context(renderer))
-    if out is None:
-        return None
-    return image_of(out.rgb, out.depth, out.opacity, cameras, index)
-
-
-def novel_view_rays(cameras: Cameras, index: int):
-    """Every pixel's ray of camera ``index`` with no training image (the zero appearance embedding)."""
-    rays = generate_image_rays(cameras, index)
-    rays.image_indices = torch.full_like(rays.image_indices, -1)
-    return rays
-
-
-def image_of(rgb: Tensor, depth: Tensor, opacity: Tensor, cameras: Cameras, index: int) -> dict[str, Tensor]:
-    """Per-pixel [H·W] results → :func:`render_image`'s image dict on the CPU."""
-    h, w = int(cameras.height[index]), int(cameras.width[index])
-    return {"rgb": rgb.reshape(h, w, 3).clamp(0, 1).cpu(), "depth": depth.reshape(h, w).cpu(),
-            "opacity": opacity.reshape(h, w).cpu()}
-
-
-@torch.no_grad()
-def render_image_by_rows(renderer: TiledRenderer, cameras: Cameras, index: int,
-                         ctx: DistContext) -> dict[str, Tensor] | None:
-    """:func:`render_image` with every process of ``ctx`` holding the same model (or the same window of
-    it): process r renders the r-th contiguous share of the pixels alone and rank 0 gathers the image
-    (None elsewhere). Every process must call it."""
-    out = render_rays_split_by_pixels(renderer, novel_view_rays(cameras, index), ctx)
-    return None if out is None else image_of(out.rgb, out.depth, out.opacity, cameras, index)
-
-
-@torch.no_grad()
-def render_rays_split_by_pixels(renderer: TiledRenderer, rays, ctx: DistContext) -> RenderedRays | None:
-    """Rays rendered by processes that all hold the same model: process r renders the r-th contiguous
-    share alone, rank 0 gathers them (None elsewhere; ``n_samples``: rank 0's own). Every process must
-    call it."""
-    from nerfxl.parallel.distributed import gather_to_main
-
-    n = len(rays)
-    share = -(-n // ctx.world_size)
-    mine = rays[min(ctx.rank * share, n): min((ctx.rank + 1) * share, n)]
-    out = render_rays_chunked_to_main(renderer, mine, local_context(renderer)) if len(mine) else None
-    if out is None:  # more processes than rays: this one has none
-        out = RenderedRays(*(rays.origins.new_zeros(0, c).squeeze(1) for c in (3, 1, 1, 1)), n_samples=0)
-    packed = torch.cat([out.rgb.reshape(-1, 3), out.depth[:, None], out.opacity[:, None], out.distortion[:, None]], dim=1)
-    packed = torch.cat([packed, packed.new_zeros(share - len(packed), 6)])  # equal shapes for the gather
-    gathered = gather_to_main(packed, ctx)
-    if gathered is None:
-        return None
-    g = gathered[:n]
-    return RenderedRays(rgb=g[:, :3], depth=g[:, 3], opacity=g[:, 4], distortion=g[:, 5], n_samples=out.n_samples)
 
 
 def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
@@ -108,10 +40,6 @@ def image_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
         "psnr": float(peak_signal_noise_ratio(p, t, data_range=1.0)),
         "ssim": float(structural_similarity_index_measure(p, t, data_range=1.0)),
     }
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    return (image.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def evaluate_split(renderer: TiledRenderer, cameras: Cameras, dataset, indices: list[int],

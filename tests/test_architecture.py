@@ -42,6 +42,14 @@ TRAIN_IMPORTERS = {
 """The modules that may import nerfxl.train (the Trainer and the loop). Everything else uses the run
 layer (nerfxl.run) for configs, run folders and checkpoints."""
 
+COMMAND_MODULES = {"nerfxl.train", "nerfxl.evaluate", "nerfxl.render", "nerfxl.view", "nerfxl.merge", "nerfxl.check",
+                   "nerfxl.presets", "nerfxl.commands", "nerfxl.cli"}
+"""The modules behind the commands (nerfxl train, eval, render, view, merge, check)."""
+
+TOP_LIBRARIES = ("nerfxl.viewer", "nerfxl.fetch")
+"""Top-layer packages that the commands build on (train --viewer, view, render --dynamic-fetch): they
+import none of the command modules."""
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -184,3 +192,16 @@ def test_only_the_top_imports_the_trainer():
                        if e.target == "nerfxl.train" and name not in TRAIN_IMPORTERS)
     assert not importers, ("nerfxl.train is imported only by the command line and the training drivers; import "
                            "configs, run folders and checkpoints from nerfxl.run instead:\n  " + "\n  ".join(importers))
+
+
+def test_no_module_uses_the_old_trained_module():
+    found = sorted(str(e) for name in MODULES for e in GRAPH[name] if e.target == "nerfxl.trained")
+    assert not found, "nerfxl.trained is kept for user code; import nerfxl.run.trained:\n  " + "\n  ".join(found)
+
+
+def test_the_viewer_and_fetching_import_no_command_module():
+    found = sorted(str(e) for name in MODULES if name.startswith(TOP_LIBRARIES)
+                   for e in GRAPH[name] if e.target in COMMAND_MODULES)
+    assert not found, ("the viewer and fetching are built on by the commands and import none of them (image rendering: "
+                       "nerfxl.parallel.images, camera paths: nerfxl.data.camera_paths, runs: nerfxl.run):\n  "
+                       + "\n  ".join(found))

@@ -11,7 +11,7 @@ from test_cli import assert_one_line_error, run_cli
 
 from nerfxl.checkpoint import latest_checkpoint, load_checkpoint
 from nerfxl.errors import CheckpointError, ConfigError
-from nerfxl.evaluate import render_image
+from nerfxl.parallel.images import render_image
 from nerfxl.merge import merge_run, split_run
 from nerfxl.run.load import load_split
 from nerfxl.run.trained import load_trained

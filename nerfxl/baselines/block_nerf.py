@@ -233,7 +233,7 @@ def render_blended_2d(baseline: Independent2D, cameras: Cameras, index: int, nea
         {"rgb": [H, W, 3], "depth": [H, W] ray distance in world units, "opacity": [H, W],
         "weights": [K] float64 blend weights (sum 1)} on CPU. Models with zero weight are not rendered.
     """
-    from nerfxl.evaluate import render_image
+    from nerfxl.parallel.images import render_image
 
     weights = blend_weights_2d(cameras.positions[index].double().cpu(), baseline.centroids, nearest=nearest, power=power)
     out: dict[str, Tensor] = {}

@@ -32,12 +32,13 @@ from nerfxl.data.boxes import intersect_rays_boxes, points_in_boxes
 from nerfxl.data.rays import RayBundle
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError
-from nerfxl.evaluate import image_metrics, image_of, novel_view_rays, spread_indices, summarise_scores, to_uint8
+from nerfxl.evaluate import image_metrics, spread_indices, summarise_scores
 from nerfxl.fileio import write_json_atomic
 from nerfxl.renderer import RenderedRays, TiledRenderer, finish_rendering, sample_positions
 from nerfxl.rendering.sampling import march_rays_in_box
 from nerfxl.rendering.segments import composite_segments, render_segments
 from nerfxl.parallel.distributed import resolve_device
+from nerfxl.parallel.images import image_of, novel_view_rays, to_uint8
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_split
 from nerfxl.run.trained import TrainedRun, load_trained

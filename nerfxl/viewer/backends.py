@@ -22,8 +22,8 @@ from torch import Tensor
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.rays import generate_rays, image_pixels
 from nerfxl.errors import ConfigError
-from nerfxl.evaluate import local_context, render_rays_split_by_pixels
 from nerfxl.parallel.distributed import DistContext, broadcast_tensor
+from nerfxl.parallel.images import depth_as_grey, local_context, render_rays_split_by_pixels, to_uint8
 from nerfxl.parallel.partition_based import render_rays_chunked_to_main
 from nerfxl.renderer import TiledRenderer
 
@@ -237,9 +237,6 @@ class FrameBackend:
 def band_image(bands: list[RenderedBand], width: int, height: int, output: Output) -> np.ndarray:
     """Bands covering rows 0..H → an [H, W, 3] uint8 image of ``output`` (depth: grey, as ``nerfxl render
     --depth`` shows it)."""
-    from nerfxl.evaluate import to_uint8
-    from nerfxl.render import depth_as_grey
-
     if output == "rgb":
         image = torch.cat([b.rgb for b in bands])
     elif output == "opacity":

@@ -158,9 +158,9 @@ class Viewer:
         centre = 0.5 * (box[0] + box[1])
         cams = self.scene.cameras
         if cams is not None and len(cams):
-            from nerfxl.render import orbit_path
-
             import torch
+
+            from nerfxl.data.camera_paths import orbit_path
 
             pose = orbit_path(cams, torch.as_tensor(box, dtype=torch.float32), 8)[0].double().numpy()
             fov = float(2 * np.arctan(0.5 * float(cams.height[0]) / float(cams.fy[0])))

@@ -20,7 +20,7 @@ from nerfxl.baselines.block_nerf import (
 from nerfxl.baselines.subset import subset_dataset
 from nerfxl.checkpoint import latest_checkpoint
 from nerfxl.errors import ConfigError
-from nerfxl.evaluate import render_image
+from nerfxl.parallel.images import render_image
 from nerfxl.presets import TRAIN_PRESETS
 from nerfxl.run.load import load_split, run_checkpoint
 from nerfxl.run.trained import load_trained

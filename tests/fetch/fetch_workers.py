@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nerfxl.evaluate import render_image, render_image_by_rows
+from nerfxl.parallel.images import render_image, render_image_by_rows
 from nerfxl.fetch.load import load_for_fetching
 from nerfxl.parallel.distributed import DistContext
 from nerfxl.run.trained import load_trained

@@ -20,14 +20,14 @@ from test_cli import assert_one_line_error, run_cli
 from nerfxl.data.cameras import Cameras
 from nerfxl.data.rays import generate_image_rays
 from nerfxl.errors import ConfigError
-from nerfxl.evaluate import render_image
+from nerfxl.parallel.images import render_image
 from nerfxl.fetch.buffers import WindowBuffer, fill_window
 from nerfxl.fetch.limits import CameraLimits, footprint, half_diagonal_fov_deg
 from nerfxl.fetch.load import load_for_fetching
 from nerfxl.fetch.window import Window
 from nerfxl.fields.config import GridConfig
 from nerfxl.merge import split_run
-from nerfxl.render import flyover_path, look_at
+from nerfxl.data.camera_paths import flyover_path, look_at
 from nerfxl.run.trained import load_trained
 from nerfxl.train import train
 

@@ -17,7 +17,7 @@ from test_dynamic_fetch import clear_launcher_environment, flyover
 from test_landmark_strategies_config import landmark_config
 
 from nerfxl.errors import ConfigError
-from nerfxl.evaluate import render_image
+from nerfxl.parallel.images import render_image
 from nerfxl.fetch.load import load_for_fetching
 from nerfxl.fetch.tiles import TileTarget, most_tiles_meeting_a_window, tiles_meeting
 from nerfxl.fetch.window import Window

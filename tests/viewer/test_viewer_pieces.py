@@ -12,7 +12,8 @@ import torch
 from nerfxl.data.rays import generate_image_rays
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import ConfigError
-from nerfxl.render import look_at, read_camera_path
+from nerfxl.data.camera_paths import look_at
+from nerfxl.render import read_camera_path
 from nerfxl.viewer.camera import (
     browser_pose,
     matrix_to_quaternion,

@@ -18,10 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from viewer_workers import FakeClient  # noqa: E402
 
-from nerfxl.evaluate import render_image, to_uint8  # noqa: E402
 from nerfxl.parallel.launch import launch  # noqa: E402
 from nerfxl.presets import TRAIN_PRESETS  # noqa: E402
-from nerfxl.render import look_at, read_camera_path  # noqa: E402
+from nerfxl.data.camera_paths import look_at  # noqa: E402
+from nerfxl.parallel.images import render_image, to_uint8  # noqa: E402
+from nerfxl.render import read_camera_path  # noqa: E402
 from nerfxl.run.trained import load_trained  # noqa: E402
 from nerfxl.train import train  # noqa: E402
 from nerfxl.viewer.backends import FrameBackend, RenderSettings  # noqa: E402
