@@ -88,7 +88,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def config_from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    A key missing from ``data`` takes the field's default, or, where ``cls.DEFAULTS_OF_OLDER_FILES``
+    names it, the value it had before the field existed (a saved run keeps meaning what it meant)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -97,7 +100,8 @@ def config_from_dict(cls: type, data: Any, where: str = "config") -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    older = {k: v for k, v in getattr(cls, "DEFAULTS_OF_OLDER_FILES", {}).items() if k not in data}
+    return cls(**older, **kwargs)
 
 
 def save_config_yaml(path: Path, config: Any) -> None:

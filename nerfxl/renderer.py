@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,13 @@ class RenderConfig:
     max_samples_per_ray: int = 512
     """Cap on samples per ray and tile (the first ones along the ray are kept)."""
     occupancy_resolution: int = 128
-    """Occupancy cells along the longest axis of each tile (shorter axes get fewer, cubic cells)."""
+    """Occupancy cells along the longest axis of the scene (or of each tile, see
+    ``occupancy_cells_over``); shorter axes get fewer cells, all (nearly) cubic."""
+    occupancy_cells_over: Literal["scene", "tile"] = "scene"
+    """"scene": every tile's cells are about the size of the scene's (the box's longest side over
+    ``occupancy_resolution``), so K tiles hold as many cells in all as one, and a tile's refresh cost
+    follows its volume. "tile": ``occupancy_resolution`` cells along each tile's own longest side
+    (K tiles cost about K times one; runs saved before this option existed)."""
     occupancy_update_every: int = 16
     """Training steps between occupancy-grid refreshes."""
     occupancy_alpha_threshold: float = 0.01
@@ -59,6 +65,9 @@ class RenderConfig:
     tiny initial values and pruning them would leave no gradient at all."""
     prune_transmittance_threshold: float = 1e-4
     """Samples behind a stretch this opaque (transmittance below it) are dropped (0 = keep all)."""
+
+    DEFAULTS_OF_OLDER_FILES: ClassVar[dict[str, object]] = {"occupancy_cells_over": "tile"}
+    """What a key missing from a saved config.yaml meant when that file was written."""
 
 
 @dataclass
@@ -80,11 +89,20 @@ class RenderedRays:
     n_samples: int
 
 
-def occupancy_resolution_for(box: Tensor, longest: int) -> tuple[int, int, int]:
-    """Cells per axis so cells are (nearly) cubic: ``longest`` along the longest side."""
+def occupancy_resolution_for(box: Tensor, longest: int, reference_box: Tensor | None = None) -> tuple[int, int, int]:
+    """Cells per axis of ``box``'s occupancy grid, so cells are (nearly) cubic: ``longest`` cells along
+    the longest side of ``reference_box`` (default: ``box`` itself), rounded up per axis so the cells
+    tile ``box`` exactly (a tile's cells may be slightly smaller than the reference size)."""
+    reference = box if reference_box is None else reference_box
+    cell = float((reference[1] - reference[0]).max()) / longest
     extent = (box[1] - box[0]).tolist()
-    cell = max(extent) / longest
     return tuple(max(1, math.ceil(e / cell - 1e-6)) for e in extent)  # type: ignore[return-value]
+
+
+def tile_occupancy_resolution(tile_box: Tensor, scene_box: Tensor, config: RenderConfig) -> tuple[int, int, int]:
+    """Cells per axis of one tile's occupancy grid under ``config.occupancy_cells_over``."""
+    reference = scene_box if config.occupancy_cells_over == "scene" else None
+    return occupancy_resolution_for(tile_box, config.occupancy_resolution, reference)
 
 
 TileGenerators = Optional[Callable[[int], Optional[torch.Generator]]]
@@ -110,7 +128,7 @@ class TiledRenderer(nn.Module):
         self.prune_alpha = True  # the trainer switches it off until ``prune_alpha_after``
         self.unheld_tiles_are_empty = False  # dynamic fetching of tiles sets it (see forward)
         self.occupancy = nn.ModuleList(
-            OccupancyGrid(tile.box.detach().float(), occupancy_resolution_for(tile.box, config.occupancy_resolution))
+            OccupancyGrid(tile.box.detach().float(), tile_occupancy_resolution(tile.box, scene_box, config))
             for tile in field.tiles
         )
 
@@ -189,6 +207,11 @@ class TiledRenderer(nn.Module):
                 alpha_threshold = c.prune_alpha_threshold if self.prune_alpha else 0.0
                 keep = contributing_samples(samples, sigmas, len(rays), alpha_threshold, c.prune_transmittance_threshold)
             samples = select_samples(samples, keep)
+        if samples.n_samples == 0:
+            # No sample, no field call: a tile no ray reaches costs nothing but its marching set-up,
+            # and its parameters get no gradient (None), so the optimizer skips them.
+            empty = rays.origins.new_zeros(0)
+            return samples, empty, rays.origins.new_zeros(0, 3)
         ri = samples.ray_indices
         positions = sample_positions(rays, samples)
         sigmas, rgbs = self.field.query(k, positions, rays.directions[ri], rays.image_indices[ri])

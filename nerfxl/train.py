@@ -56,6 +56,7 @@ from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError, PeerLostError, WorkerError
 from nerfxl.fields.config import build_radiance_field
 from nerfxl.fields.grid_plane_window import PlaneSplit
+from nerfxl.optim import GridAdam
 from nerfxl.parallel.data_parallel import (
     average_gradients,
     global_stats,
@@ -219,9 +220,10 @@ class Trainer:
         for name, params in self.renderer.field.parameter_groups().items():
             params = [p for p in params if p.requires_grad]
             if params:
-                groups.append({"params": params, "lr": lrs[name], "name": name, "base_lr": lrs[name]})
+                groups.append({"params": params, "lr": lrs[name], "name": name, "base_lr": lrs[name],
+                               "sparse": name == "grids" and o.grid_updates == "sparse"})
         # foreach: one fused kernel per group instead of a Python loop over tensors (CPU too).
-        return torch.optim.Adam(groups, eps=o.eps, foreach=True)
+        return GridAdam(groups, eps=o.eps, foreach=True)
 
     def _set_lr(self, step: int) -> None:
         o = self.config.optim

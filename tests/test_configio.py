@@ -55,3 +55,17 @@ def test_bad_yaml_names_file(tmp_path):
     p.write_text("steps: [unclosed\n")
     with pytest.raises(ConfigError, match="config.yaml"):
         load_config_yaml(p, Outer)
+
+
+def test_a_key_missing_from_an_older_file_keeps_its_old_meaning(tmp_path):
+    from nerfxl.renderer import RenderConfig
+    from nerfxl.run.config import TrainConfig
+
+    fresh = TrainConfig()
+    assert (fresh.render.occupancy_cells_over, fresh.optim.grid_updates) == ("scene", "sparse")
+    saved = config_to_dict(fresh)
+    del saved["render"]["occupancy_cells_over"], saved["optim"]["grid_updates"]
+    old = config_from_dict(TrainConfig, saved)
+    assert (old.render.occupancy_cells_over, old.optim.grid_updates) == ("tile", "dense")
+    # A file that names the key keeps what it names.
+    assert config_from_dict(RenderConfig, {"occupancy_cells_over": "scene"}).occupancy_cells_over == "scene"

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from nerfxl.checkpoint import OPTIMIZER_PREFIX
 from nerfxl.errors import CheckpointError
 from nerfxl.fields.config import build_tile
-from nerfxl.renderer import occupancy_resolution_for
+from nerfxl.data.boxes import union_box
+from nerfxl.renderer import tile_occupancy_resolution
 from nerfxl.rendering.occupancy import OccupancyGrid
 
 from .buffers import FillTiming, copy_stream, run_copies
@@ -91,7 +92,7 @@ def build_tile_shell(config, state: dict, boxes: Tensor, k: int) -> tuple[nn.Mod
                                                                                   base_resolution=tuple(res)))
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
         tile = build_tile(field_config, boxes[k])
-    return tile, OccupancyGrid(boxes[k], occupancy_resolution_for(boxes[k], config.render.occupancy_resolution))
+    return tile, OccupancyGrid(boxes[k], tile_occupancy_resolution(boxes[k], union_box(boxes), config.render))
 
 
 def tile_state(tile: nn.Module, occupancy: nn.Module) -> dict[str, Tensor]:

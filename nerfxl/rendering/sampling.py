@@ -94,6 +94,9 @@ def march_rays_in_box(
         jitter = torch.rand(n_rays, generator=generator, device=device, dtype=dtype)
     else:
         jitter = torch.zeros(n_rays, dtype=dtype, device=device)
+    if not bool(valid.any()):  # after the draw: the generator advances the same whichever box
+        empty = origins.new_zeros(0)
+        return PackedSamples(ray_indices=ray_ids[:0], t_starts=empty, t_ends=empty)
     # Grid cell indices j with b_j ≤ t0 < ... < t1 ≤ b_last.
     first = torch.floor((t0 - near_t) / step_size - jitter)
     last = torch.ceil((t1 - near_t) / step_size - jitter)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -293,3 +294,21 @@ def test_occupancy_finds_a_thin_slab_and_skips_empty_space():
         torch.tensor([[0.2, -0.5, 0.5]], **F64), torch.tensor([[0.0, 1.0, 0.0]], **F64), UNIT_BOX, step, occupancy=grid
     )
     assert side.n_samples == 0
+
+
+def test_tiles_share_the_scenes_cell_size_so_k_tiles_hold_about_one_grid_of_cells():
+    from nerfxl.partition.uniform import uniform_grid
+    from nerfxl.renderer import RenderConfig, tile_occupancy_resolution
+
+    scene = torch.tensor([[-1.0, -1.0, -0.25], [1.0, 1.0, 0.25]])
+    config = RenderConfig(occupancy_resolution=64)
+    one = math.prod(tile_occupancy_resolution(scene, scene, config))
+    assert tile_occupancy_resolution(scene, scene, config) == (64, 64, 16)
+    for shape in [(2, 2, 1), (4, 4, 1), (8, 8, 1), (3, 5, 2)]:
+        boxes = uniform_grid(scene, shape)
+        cells = sum(math.prod(tile_occupancy_resolution(b, scene, config)) for b in boxes)
+        assert one <= cells <= 1.3 * one, (shape, cells)
+    # Per tile (runs saved before the option): 64 cells along each tile's own longest side, 16× the cells.
+    per_tile = dataclasses.replace(config, occupancy_cells_over="tile")
+    boxes = uniform_grid(scene, (4, 4, 1))
+    assert sum(math.prod(tile_occupancy_resolution(b, scene, per_tile)) for b in boxes) == 16 * 64**3
