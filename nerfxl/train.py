@@ -55,8 +55,10 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError, PeerLostError, WorkerError
 from nerfxl.fields.config import build_radiance_field
+from nerfxl.fileio import write_json_atomic
 from nerfxl.fields.grid_plane_window import PlaneSplit
 from nerfxl.optim import GridAdam
+from nerfxl.plateau import CONVERGENCE_FILE, PlateauRule
 from nerfxl.parallel.data_parallel import (
     average_gradients,
     global_stats,
@@ -588,12 +590,16 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     rays_per_step = config.batch_rays * trainer.replicas  # the global batch
     stop = StopRequest(ctx)
     live = start_live_viewer(trainer) if config.viewer else None
+    plateau = PlateauRule(config.plateau_window, config.plateau_min_gain) if config.plateau_window else None
+    converged = False
     try:
-        while trainer.step < config.steps:
+        while trainer.step < config.steps and not converged:
             t0 = time.perf_counter()
             stats = trainer.train_step(trainer.step)
             dt = time.perf_counter() - t0
             trainer.step += 1
+            # Every process has the same stats, so every process stops at the same step.
+            converged = plateau is not None and plateau.observe(stats["mse"])
             if stop.agreed():
                 path = trainer.save()
                 if ctx.is_main:
@@ -611,7 +617,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
                     metrics = evaluate_views(trainer, limit=config.eval_views, log_images=logger)
                     if logger is not None:
                         logger.scalars(trainer.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
-            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
+            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps or converged:
                 trainer.save()
     except RuntimeError as e:
         if ctx.world_size == 1 or not is_lost_peer_error(e):
@@ -634,6 +640,12 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
+    if plateau is not None and ctx.is_main:
+        write_json_atomic(run_dir / CONVERGENCE_FILE, {
+            "steps": trainer.step, "max_steps": config.steps, "converged": converged,
+            "window": plateau.window, "min_gain_db": plateau.min_gain_db,
+            **{k: None if math.isnan(v) else v for k, v in [("last_gain_db", plateau.gain_db()),
+                                                           ("train_psnr", plateau.window_psnr())]}})
     return run_dir, False
 
 

@@ -80,7 +80,13 @@ class TrainConfig:
     name: Optional[str] = None
     """Experiment name (default: the dataset folder's name)."""
     steps: int = 3000
-    """Training steps."""
+    """Training steps (with --plateau-window: the most steps; the learning-rate schedule spans them)."""
+    plateau_window: int = 0
+    """Stop early once training has plateaued: when the training PSNR over the last this-many steps is
+    less than --plateau-min-gain above that of the window before (0 = always train --steps). The run
+    folder's convergence.json says where and whether it stopped."""
+    plateau_min_gain: float = 0.05
+    """Gain in dB between consecutive --plateau-window windows below which a run has plateaued."""
     seed: int = 0
     """Seed of ray batches, sample jitter and initialisation: a seed makes a run repeatable."""
     batch_rays: int = 4096
