@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 CONVERGENCE_FILE = "convergence.json"
 """Written into a run folder trained with a plateau rule: steps used, whether it converged, the last
@@ -55,3 +56,20 @@ class PlateauRule:
         """PSNR of the mean MSE over the newest window (or the steps seen so far)."""
         recent = list(self._errors)[-self.window:]
         return psnr_of_mse(sum(recent) / len(recent)) if recent else math.nan
+
+
+def plateau_rule_of(config) -> PlateauRule | None:
+    """The rule a TrainConfig asks for (``plateau_window`` > 0), or None (train every step)."""
+    return PlateauRule(config.plateau_window, config.plateau_min_gain) if config.plateau_window else None
+
+
+def write_convergence(run_dir: Path, rule: PlateauRule, steps: int, max_steps: int, converged: bool) -> None:
+    """``run_dir/convergence.json``: where and whether a run with a plateau rule stopped."""
+    from nerfxl.fileio import write_json_atomic
+
+    def finite(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    write_json_atomic(Path(run_dir) / CONVERGENCE_FILE, {
+        "steps": steps, "max_steps": max_steps, "converged": converged, "window": rule.window,
+        "min_gain_db": rule.min_gain_db, "last_gain_db": finite(rule.gain_db()), "train_psnr": finite(rule.window_psnr())})

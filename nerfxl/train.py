@@ -55,10 +55,9 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import CheckpointError, ConfigError, DataError, NerfxlError, PeerLostError, WorkerError
 from nerfxl.fields.config import build_radiance_field
-from nerfxl.fileio import write_json_atomic
 from nerfxl.fields.grid_plane_window import PlaneSplit
 from nerfxl.optim import GridAdam
-from nerfxl.plateau import CONVERGENCE_FILE, PlateauRule
+from nerfxl.plateau import plateau_rule_of, write_convergence
 from nerfxl.parallel.data_parallel import (
     average_gradients,
     global_stats,
@@ -590,7 +589,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     rays_per_step = config.batch_rays * trainer.replicas  # the global batch
     stop = StopRequest(ctx)
     live = start_live_viewer(trainer) if config.viewer else None
-    plateau = PlateauRule(config.plateau_window, config.plateau_min_gain) if config.plateau_window else None
+    plateau = plateau_rule_of(config)
     converged = False
     try:
         while trainer.step < config.steps and not converged:
@@ -641,11 +640,7 @@ def train_on_process(ctx: DistContext, config: TrainConfig, run_dir: Path | str 
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
     if plateau is not None and ctx.is_main:
-        write_json_atomic(run_dir / CONVERGENCE_FILE, {
-            "steps": trainer.step, "max_steps": config.steps, "converged": converged,
-            "window": plateau.window, "min_gain_db": plateau.min_gain_db,
-            **{k: None if math.isnan(v) else v for k, v in [("last_gain_db", plateau.gain_db()),
-                                                           ("train_psnr", plateau.window_psnr())]}})
+        write_convergence(run_dir, plateau, trainer.step, config.steps, converged)
     return run_dir, False
 
 

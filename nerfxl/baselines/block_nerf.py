@@ -36,6 +36,7 @@ from nerfxl.data.cameras import Cameras
 from nerfxl.data.dataset import Dataset
 from nerfxl.errors import CheckpointError, ConfigError, NerfxlError
 from nerfxl.fileio import write_json_atomic
+from nerfxl.plateau import plateau_rule_of, write_convergence
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_split
 from nerfxl.train import Trainer
@@ -79,16 +80,22 @@ def train_cluster_model(config: TrainConfig, run_dir: Path, data: Dataset) -> di
     save_config_yaml(run_dir / "config.yaml", dataclasses.replace(config, resume=None))
     stats: dict = {}
     seconds = 0.0
+    plateau, converged = plateau_rule_of(config), False
     for step in range(config.steps):
         t0 = time.perf_counter()
         stats = trainer.train_step(step)
         seconds += time.perf_counter() - t0
         trainer.step = step + 1
-        if trainer.step % config.checkpoint_every == 0:
+        converged = plateau is not None and plateau.observe(stats["mse"])
+        if trainer.step % config.checkpoint_every == 0 or converged:
             trainer.save()
+        if converged:
+            break
     last = latest_checkpoint(run_dir)
     if last is None or last.name != checkpoint_name(trainer.step):
         trainer.save()
+    if plateau is not None:
+        write_convergence(run_dir, plateau, trainer.step, config.steps, converged)
     return {"steps": trainer.step, "train_seconds": seconds, "final": stats}
 
 

@@ -42,6 +42,7 @@ from nerfxl.data.sampler import generator_for
 from nerfxl.errors import DataError
 from nerfxl.evaluate import spread_indices
 from nerfxl.fileio import write_json_atomic
+from nerfxl.plateau import plateau_rule_of, write_convergence
 from nerfxl.renderer import sample_positions
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_split
@@ -164,14 +165,18 @@ def train_tile_model(trainer: Trainer, tile_box_model: Tensor, measure_steps: in
     save_config_yaml(trainer.run_dir / "config.yaml", config)
     measure = set(spread_indices(config.steps, measure_steps)) if measure_steps > 0 else set()
     outside = total = 0
-    while trainer.step < config.steps:
+    plateau, converged = plateau_rule_of(config), False
+    while trainer.step < config.steps and not converged:
         step = trainer.step
-        trainer.train_step(step)
+        stats = trainer.train_step(step)
         if step in measure:
             o, n = measure_training_samples(trainer, step, tile_box_model)
             outside, total = outside + o, total + n
         trainer.step += 1
-        if trainer.step % config.checkpoint_every == 0 and trainer.step < config.steps:
+        converged = plateau is not None and plateau.observe(stats["mse"])
+        if trainer.step % config.checkpoint_every == 0 and trainer.step < config.steps and not converged:
             trainer.save()
     trainer.save()
+    if plateau is not None:
+        write_convergence(trainer.run_dir, plateau, trainer.step, config.steps, converged)
     return outside, total, sorted(measure)

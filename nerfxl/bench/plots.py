@@ -13,9 +13,15 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")  # no display on CI machines and training servers
     out_dir = Path(out_dir)
-    runs = results["runs"]
-    paths = [
-        per_method(runs, "psnr", "test PSNR (dB)", out_dir / "psnr_vs_k.png"),
+    protocols = list(dict.fromkeys(r.get("protocol", "paper") for r in results["runs"]))
+    paths = []
+    for protocol in protocols:
+        runs = [r for r in results["runs"] if r.get("protocol", "paper") == protocol]
+        suffix = "" if len(protocols) == 1 else f"-{protocol}"
+        paths += [per_method(runs, "psnr", f"test PSNR (dB), {protocol} protocol", out_dir / f"psnr_vs_k{suffix}.png"),
+                  psnr_vs_parameters(runs, protocol, out_dir / f"psnr_vs_parameters{suffix}.png")]
+    runs = [r for r in results["runs"] if r.get("protocol", "paper") == protocols[0]] if protocols else []
+    paths += [
         per_method(runs, "rays_per_s", "training rays/s", out_dir / "rays_per_s_vs_k.png",
                    extra=throughput_lines(results)),
         per_method(runs, "parameters", "parameters (all models)", out_dir / "parameters_vs_k.png", log=True),
@@ -39,6 +45,31 @@ def per_method(runs: list[dict], key: str, label: str, path: Path, log: bool = F
         if ks:
             ax.plot(ks, values, style, color="black", label=name)
     finish(fig, ax, label, path, log)
+    return path
+
+
+def psnr_vs_parameters(runs: list[dict], protocol: str, path: Path) -> Path | None:
+    """Test PSNR against the parameters of all of a method's models (NeRF-XL paper, Fig. 9), K labelled."""
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, style in STYLE.items():
+        points = sorted((r["parameters"], r["psnr"], r["k"]) for r in runs if r["method"] == method)
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=method)
+            if method == "nerfxl":
+                for n, psnr, k in points:
+                    ax.annotate(f"K={k}", (n, psnr), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (all models)")
+    ax.set_ylabel(f"test PSNR (dB), {protocol} protocol")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
 

@@ -33,6 +33,8 @@ from nerfxl.errors import ConfigError
 
 Method = Literal["nerfxl", "independent-3d", "independent-2d", "ddp"]
 METHODS: tuple[Method, ...] = ("nerfxl", "independent-3d", "independent-2d", "ddp")
+Protocol = Literal["paper", "equal-work"]
+PROTOCOLS: tuple[Protocol, ...] = ("paper", "equal-work")
 RESULTS_FILE = "scaling.json"
 # NeRF-XL paper (University4, restated in nerf-xl.md §8): share of a Mega-NeRF-style tile's samples outside
 # its own tile, by K.
@@ -53,10 +55,25 @@ class Scaling:
     methods: tuple[Method, ...] = METHODS
     """Methods to run at every K."""
     steps: int = 800
-    """Training steps of every run (every independent model trains this many)."""
+    """Training steps of every run (every independent model trains this many); with --plateau-window
+    the most steps a run may take."""
     batch_rays: int = 2048
-    """Rays per iteration, in total over a method's models (independent: batch_rays // K per model);
-    DDP at K uses K × batch_rays by definition."""
+    """Rays per iteration at K = 1; at larger K see --protocols."""
+    protocols: tuple[Protocol, ...] = ("paper",)
+    """How the rays per iteration follow K. "paper" (NeRF-XL's Fig. 8/9): batch_rays in total for every
+    method and K (independent models batch_rays // K each; DDP's K processes share batch_rays, which is
+    one K = 1 model). "equal-work": K × batch_rays, what K devices do in the same wall time (NeRF-XL and
+    DDP K × batch_rays per step, each independent model batch_rays, one device's share)."""
+    plateau_window: int = 0
+    """Train every run to a plateau instead of a step count: stop when the training PSNR over the last
+    this-many steps gains less than --plateau-min-gain over the window before (0 = train --steps)."""
+    plateau_min_gain: float = 0.05
+    """Gain in dB between consecutive --plateau-window windows below which a run has converged."""
+    render_speed: tuple[int, ...] = ()
+    """K values whose trained NeRF-XL model (first protocol) is also rendered on D = 1 and D = 2 real
+    processes (eval rays/s of the test views; the paper's rendering-speed claim)."""
+    results_json: Optional[Path] = None
+    """Also write the results to this file (e.g. docs/results/scaling-law.json)."""
     preset: str = "city"
     """Training preset (nerfxl train --help) giving each tile's / model's grid and the schedule."""
     seed: int = 0
@@ -89,6 +106,11 @@ def publish(results: dict) -> None:
 
     results["plots"] = [str(p) for p in write_plots(results, Path(results["output"]))]
     save_results(results)
+    if results.get("settings", {}).get("results_json"):
+        from nerfxl.fileio import write_json_atomic
+
+        write_json_atomic(Path(results["settings"]["results_json"]), results)
+        print(f"wrote {results['settings']['results_json']}")
     print(format_table(results))
     print(f"wrote {Path(results['output']) / RESULTS_FILE}")
 
@@ -140,17 +162,31 @@ def check(study: Scaling) -> None:
 
 
 def run_study(study: Scaling) -> dict:
-    """Train and score every (K, method); returns the results (also in OUTPUT/scaling.json)."""
+    """Train and score every (protocol, K, method); returns the results (also in OUTPUT/scaling.json)."""
     results = new_results(study)
-    # Method by method, so NeRF-XL's curve over every K is known first (the study can take hours).
-    for method in dict.fromkeys(study.methods):
-        for k in sorted(set(study.tiles)):
-            print(f"[bench scaling] K={k} {method}: training {study.steps} steps", flush=True)
-            entry = run_one(study, k, method)
-            results["runs"].append(entry)
-            save_results(results)
-            print(f"[bench scaling] K={k} {method}: psnr {entry['psnr']:.2f} dB, {entry['parameters']:,} parameters, "
-                  f"{entry['train_seconds']:.1f} s", flush=True)
+    done: dict[str, dict] = {}  # a configuration trained once serves every (protocol, K, method) that asks for it
+    # Protocol by protocol and method by method, so NeRF-XL's curve over every K is known first.
+    for protocol in dict.fromkeys(study.protocols):
+        for method in dict.fromkeys(study.methods):
+            for k in sorted(set(study.tiles)):
+                config = train_config(study, k, method, protocol)
+                key = config_key(config, method)
+                if key in done:
+                    entry = {**done[key], "protocol": protocol, "k": k, "tiles": k, "method": method,
+                             "same_run_as": done[key]["name"]}
+                else:
+                    print(f"[bench scaling] {protocol} K={k} {method}: training "
+                          f"{'up to ' if study.plateau_window else ''}{study.steps} steps", flush=True)
+                    entry = done[key] = run_one(study, k, method, protocol)
+                results["runs"].append(entry)
+                save_results(results)
+                print(f"[bench scaling] {protocol} K={k} {method}: test {entry['psnr']:.2f} dB, train "
+                      f"{entry['train_psnr'] if entry['train_psnr'] is None else round(entry['train_psnr'], 2)} dB, "
+                      f"{entry['steps']} steps{' (converged)' if entry['converged'] else ''}, "
+                      f"{entry['parameters']:,} parameters, {entry['train_seconds']:.1f} s", flush=True)
+    if study.render_speed:
+        results["render_speed"] = measure_render_speed(results, study)
+        save_results(results)
     if study.throughput:
         from nerfxl.bench.throughput import measure_throughput
 
@@ -169,6 +205,7 @@ def new_results(study: Scaling) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
         "cpu_count": os.cpu_count(),
         "paper_fraction_outside_tile": PAPER_FRACTION_OUTSIDE,
+        "protocol": list(dict.fromkeys(study.protocols)),
         "runs": [],
         "note": "All runs are trained on one process one after another; rays_per_s is the rays trained per "
                 "second of wall clock of the whole training call (setup and checkpointing included), not a "
@@ -182,25 +219,43 @@ def save_results(results: dict) -> None:
     write_json_atomic(Path(results["output"]) / RESULTS_FILE, results)
 
 
-def train_config(study: Scaling, k: int, method: Method):
-    """The TrainConfig of ``method`` at K = ``k``: the preset with the study's budget."""
+def batch_rays_of(study: Scaling, k: int, method: Method, protocol: Protocol) -> int:
+    """Rays per step of one model (one independent model, or the whole NeRF-XL / DDP model)."""
+    total = study.batch_rays if protocol == "paper" else k * study.batch_rays
+    independent = method.startswith("independent")
+    return total // k if independent else total
+
+
+def train_config(study: Scaling, k: int, method: Method, protocol: Protocol = "paper"):
+    """The TrainConfig of ``method`` at K = ``k`` under ``protocol``: the preset with the study's budget."""
     from nerfxl.presets import TRAIN_PRESETS
 
     base = TRAIN_PRESETS[study.preset][1]
-    common = dict(data=Path(study.data), output=Path(study.output) / "runs", name=f"k{k}-{method}", steps=study.steps,
-                  seed=study.seed, devices=1, progress=False, eval_every=0, checkpoint_every=study.steps,
-                  resume=None, tile_plan=None)
-    if method == "ddp":  # one process, K × the rays: what K DDP processes compute
-        return dataclasses.replace(base, **common, method="nerfxl", partitions=1, batch_rays=k * study.batch_rays)
+    rays = batch_rays_of(study, k, method, protocol)
+    common = dict(data=Path(study.data), output=Path(study.output) / "runs", name=f"{protocol}-k{k}-{method}",
+                  steps=study.steps, seed=study.seed, devices=1, progress=False, eval_every=0,
+                  checkpoint_every=study.steps, resume=None, tile_plan=None, batch_rays=rays,
+                  plateau_window=study.plateau_window, plateau_min_gain=study.plateau_min_gain)
+    if method == "ddp":  # one process with the rays of all K: what K DDP processes compute
+        return dataclasses.replace(base, **common, method="nerfxl", partitions=1)
     if method == "nerfxl":
-        return dataclasses.replace(base, **common, method="nerfxl", partitions=k, batch_rays=study.batch_rays)
-    # Independent: each of the K models trains with the config, so split the iteration's rays.
-    return dataclasses.replace(base, **common, method=method, partitions=k, batch_rays=study.batch_rays // k)
+        return dataclasses.replace(base, **common, method="nerfxl", partitions=k)
+    return dataclasses.replace(base, **common, method=method, partitions=k)
 
 
-def run_one(study: Scaling, k: int, method: Method) -> dict:
-    """Train, score and measure one (K, method)."""
-    config = train_config(study, k, method)
+def config_key(config, method: Method) -> str:
+    """What decides a run's result: its configuration, less the name it is written under. DDP trains
+    a one-tile NeRF-XL model, so it shares runs with NeRF-XL at K = 1 (and K = 1 runs are shared by
+    the protocols); an independent baseline trains its own way even with one model."""
+    from nerfxl.configio import config_to_dict
+
+    family = method if method.startswith("independent") else "nerfxl"
+    return f"{family}:{config_to_dict(dataclasses.replace(config, name=None))}"
+
+
+def run_one(study: Scaling, k: int, method: Method, protocol: Protocol = "paper") -> dict:
+    """Train, score and measure one (protocol, K, method)."""
+    config = train_config(study, k, method, protocol)
     t0 = time.perf_counter()
     if method.startswith("independent"):
         from nerfxl.baselines.runs import train_baseline
@@ -217,23 +272,72 @@ def run_one(study: Scaling, k: int, method: Method) -> dict:
     models = 1 if method == "ddp" else k
     # NeRF-XL's K tiles share each ray; independent models each draw their own batch_rays // K.
     rays_per_iteration = config.batch_rays * (k if independent else 1)
+    convergence = read_convergence(Path(run_dir))
     return {
+        "protocol": protocol,
         "k": k,
+        "tiles": k,
         "method": method,
+        "name": config.name,
         "run_dir": str(run_dir),
         "psnr": scores["psnr"],
         "ssim": scores.get("ssim", math.nan),
+        "test_psnr": scores["psnr"],
+        "test_ssim": scores.get("ssim", math.nan),
+        "train_psnr": convergence["train_psnr"],
+        "converged": convergence["converged"],
+        "max_steps": config.steps,
         "eval_views": scores.get("n_images", scores.get("views")),
         "eval_seconds": time.perf_counter() - t0,
         "parameters": count_parameters(run_dir, method),
         "models": models,
         "rays_per_model_per_iteration": config.batch_rays,
         "rays_per_iteration": rays_per_iteration,
-        "steps": config.steps,
+        "steps": convergence["steps"] or config.steps,
         "train_seconds": train_seconds,
-        "rays_per_s": rays_per_iteration * config.steps / train_seconds,
+        "rays_per_s": rays_per_iteration * (convergence["steps"] or config.steps) / train_seconds,
         "fraction_outside_tile": fraction_outside(run_dir) if method == "independent-3d" else None,
     }
+
+
+def read_convergence(run_dir: Path) -> dict:
+    """Steps used, whether every model converged and the training PSNR (mean over models) of a run
+    trained with a plateau rule (its convergence.json, one per model for the baselines); None values
+    without one."""
+    from nerfxl.data.formats.common import read_json
+    from nerfxl.plateau import CONVERGENCE_FILE
+
+    records = [read_json(p) for p in sorted(Path(run_dir).rglob(CONVERGENCE_FILE))]
+    if not records:
+        return {"steps": None, "converged": None, "train_psnr": None}
+    psnrs = [r["train_psnr"] for r in records if r["train_psnr"] is not None]
+    return {"steps": max(r["steps"] for r in records), "converged": all(r["converged"] for r in records),
+            "train_psnr": sum(psnrs) / len(psnrs) if psnrs else None}
+
+
+def measure_render_speed(results: dict, study: Scaling) -> list[dict]:
+    """Eval rays/s of the first protocol's NeRF-XL models at K in ``study.render_speed`` on D = 1, 2."""
+    protocol = study.protocols[0]
+    runs = {r["k"]: r for r in results["runs"] if r["method"] == "nerfxl" and r["protocol"] == protocol}
+    out = []
+    for k in study.render_speed:
+        if k not in runs:
+            continue
+        for devices in (1, 2):
+            if k % devices:
+                continue
+            scores = evaluate_on(Path(runs[k]["run_dir"]), devices, study.eval_views)
+            out.append({"k": k, "devices": devices, "protocol": protocol, "rays_per_s": scores["rays_per_second"],
+                        "views": scores.get("n_images", scores.get("views"))})
+            print(f"[bench scaling] render K={k} on D={devices}: {scores['rays_per_second']:.0f} rays/s", flush=True)
+    return out
+
+
+def evaluate_on(run_dir: Path, devices: int, limit: int | None) -> dict:
+    from nerfxl.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, output=run_dir / f"eval-d{devices}.json", limit=limit, save_images=False,
+                        devices=devices)
 
 
 def evaluate(run_dir: Path, method: Method, limit: int | None) -> dict:
@@ -268,12 +372,20 @@ def fraction_outside(run_dir: Path) -> float:
 
 def format_table(results: dict) -> str:
     """The runs as a compact fixed-width table (one row per (K, method))."""
-    head = f"{'K':>3} {'method':<15} {'PSNR':>6} {'SSIM':>6} {'params':>11} {'rays/s':>9} {'train s':>8} {'outside':>8}"
+    head = (f"{'protocol':<10} {'K':>3} {'method':<15} {'test':>6} {'train':>6} {'SSIM':>6} {'steps':>6} {'conv':>4} "
+            f"{'params':>11} {'rays/s':>9} {'train s':>8} {'outside':>8}")
     rows = [head, "-" * len(head)]
-    for r in sorted(results["runs"], key=lambda r: (r["k"], METHODS.index(r["method"]))):
+    order = {p: i for i, p in enumerate(PROTOCOLS)}
+    for r in sorted(results["runs"], key=lambda r: (order.get(r.get("protocol", "paper"), 0), r["k"],
+                                                     METHODS.index(r["method"]))):
         outside = "" if r["fraction_outside_tile"] is None else f"{r['fraction_outside_tile']:.0%}"
-        rows.append(f"{r['k']:>3} {r['method']:<15} {r['psnr']:>6.2f} {r['ssim']:>6.3f} {r['parameters']:>11,} "
+        train_psnr = "" if r.get("train_psnr") is None else f"{r['train_psnr']:.2f}"
+        converged = {True: "yes", False: "no"}.get(r.get("converged"), "")
+        rows.append(f"{r.get('protocol', 'paper'):<10} {r['k']:>3} {r['method']:<15} {r['psnr']:>6.2f} {train_psnr:>6} "
+                    f"{r['ssim']:>6.3f} {r['steps']:>6} {converged:>4} {r['parameters']:>11,} "
                     f"{r['rays_per_s']:>9.0f} {r['train_seconds']:>8.1f} {outside:>8}")
+    for t in results.get("render_speed", []):
+        rows.append(f"render nerfxl K={t['k']} on D={t['devices']}: {t['rays_per_s']:.0f} rays/s")
     for t in results.get("throughput", []):
         rows.append(f"throughput nerfxl K=D={t['devices']}: {t['rays_per_s']:.0f} rays/s")
     for t in results.get("throughput_ddp", []):

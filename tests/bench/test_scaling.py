@@ -35,13 +35,53 @@ def test_every_k_and_method_is_scored(study):
     assert runs[2, "nerfxl"]["fraction_outside_tile"] is None
 
 
-def test_equal_rays_per_iteration_except_ddp(study):
+def test_equal_rays_per_iteration_in_the_paper_protocol(study):
     _, results = study
     runs = {(r["k"], r["method"]): r for r in results["runs"]}
-    for m in ("nerfxl", "independent-3d", "independent-2d"):
-        assert runs[2, m]["rays_per_iteration"] == 128
+    for m in ("nerfxl", "independent-3d", "independent-2d", "ddp"):
+        assert runs[2, m]["rays_per_iteration"] == 128 and runs[2, m]["protocol"] == "paper"
     assert runs[2, "independent-3d"]["rays_per_model_per_iteration"] == 64
-    assert runs[2, "ddp"]["rays_per_iteration"] == 256  # K × batch_rays on one model
+    # DDP's two processes share the 128 rays: one K = 1 model, trained once for both.
+    assert runs[2, "ddp"]["same_run_as"] == runs[1, "nerfxl"]["name"]
+    assert runs[2, "ddp"]["run_dir"] == runs[1, "nerfxl"]["run_dir"]
+
+
+def test_rays_per_step_of_each_protocol():
+    from pathlib import Path
+
+    from nerfxl.bench.scaling import train_config
+
+    study = Scaling(data=Path("."), output=Path("out"), batch_rays=1024, preset="tiny")
+    expected = {  # (method, K) → (paper, equal-work) rays per step of one model
+        ("nerfxl", 1): (1024, 1024), ("nerfxl", 4): (1024, 4096), ("ddp", 4): (1024, 4096),
+        ("independent-3d", 4): (256, 1024), ("independent-2d", 8): (128, 1024),
+    }
+    for (method, k), rays in expected.items():
+        got = tuple(train_config(study, k, method, p).batch_rays for p in ("paper", "equal-work"))
+        assert got == rays, (method, k)
+
+
+def test_both_protocols_trained_to_a_plateau_in_one_json(tiny_city, tmp_path):
+    out = tmp_path / "study"
+    results_json = tmp_path / "law.json"
+    Scaling(data=tiny_city, tiles=(1, 2), methods=("nerfxl", "independent-2d", "ddp"), steps=40, batch_rays=64,
+            preset="tiny", output=out, eval_views=1, throughput=False, protocols=("paper", "equal-work"),
+            plateau_window=3, plateau_min_gain=50.0, results_json=results_json).main()
+    results = json.loads(results_json.read_text())
+    assert results["protocol"] == ["paper", "equal-work"]
+    runs = {(r["protocol"], r["k"], r["method"]): r for r in results["runs"]}
+    assert len(runs) == 12
+    for r in runs.values():
+        for key in ("method", "tiles", "parameters", "steps", "converged", "train_psnr", "test_psnr", "test_ssim"):
+            assert key in r
+        assert r["converged"] is True and r["steps"] == 6  # any gain < 50 dB is a plateau: two windows of 3
+        assert math.isfinite(r["train_psnr"]) and math.isfinite(r["test_psnr"])
+    assert runs["equal-work", 2, "nerfxl"]["rays_per_iteration"] == 128
+    assert runs["equal-work", 2, "independent-2d"]["rays_per_model_per_iteration"] == 64
+    # K = 1 is the same model in both protocols: trained once.
+    assert runs["equal-work", 1, "nerfxl"]["same_run_as"] == runs["paper", 1, "nerfxl"]["name"]
+    for name in ("psnr_vs_k-paper.png", "psnr_vs_parameters-equal-work.png"):
+        assert (out / name).stat().st_size > 1000
 
 
 def test_parameters_grow_with_k_for_nerfxl_not_ddp(study):
