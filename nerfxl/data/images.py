@@ -154,6 +154,16 @@ def composite_on_background(pixels: Tensor, background: Tensor) -> Tensor:
     return values[..., :3]
 
 
+class PosesOnlyImages(ImageSource):
+    """The images of a dataset loaded poses-only (``load_dataset(..., poses_only=True)``): sizes and
+    file names are known, nothing is read. For planning (``nerfxl plan``, ``nerfxl info``) on camera
+    sets whose images are absent or too many to touch; reading one is a :class:`DataError`."""
+
+    def _decode(self, index: int) -> Tensor:
+        raise DataError(self.paths[index], "this dataset was loaded poses-only (its images are not read); "
+                                           "load it without poses_only to train on it")
+
+
 class DepthSource:
     """N depth maps read lazily: float32 [H, W] z-depth in scene units, 0 where unknown.
 

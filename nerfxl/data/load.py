@@ -34,7 +34,7 @@ from nerfxl.data.formats import ALL_SPLITS, FORMAT_NAMES, PARSERS, ParsedScene
 from nerfxl.data.formats.colmap import find_model_folder
 from nerfxl.data.formats.common import PrescaledImages, fit_cameras_to_images, read_json
 from nerfxl.data.formats.llff import POSES_FILE
-from nerfxl.data.images import DEFAULT_CACHE_BYTES, DepthSource, ImageSource
+from nerfxl.data.images import DEFAULT_CACHE_BYTES, DepthSource, ImageSource, PosesOnlyImages
 from nerfxl.errors import ConfigError, DataError
 
 # A point cloud smaller than this says too little about the scene's extent to bound it.
@@ -143,8 +143,13 @@ def dataset_from_scene(
     downscale: float = 1.0,
     background: Sequence[float] = (1.0, 1.0, 1.0),
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    poses_only: bool = False,
 ) -> Dataset:
-    """Cut ``split`` out of a parsed scene; check its files exist; downscale its cameras."""
+    """Cut ``split`` out of a parsed scene; check its files exist; downscale its cameras.
+
+    ``poses_only``: the cameras alone — image and depth files are neither checked nor read
+    (:class:`~nerfxl.data.images.PosesOnlyImages`; ``metadata["poses_only"]`` is True).
+    """
     if split not in ALL_SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(ALL_SPLITS)}")
     try:
@@ -159,8 +164,10 @@ def dataset_from_scene(
     if not indices:
         why = scene.split_problems.get(split, "no frames are assigned to it")
         raise DataError(scene.source, f"the {split} split is empty ({why})")
-    copy = _prescaled_copy(scene, downscale)
+    copy = None if poses_only else _prescaled_copy(scene, downscale)
     paths = [(scene.image_paths if copy is None else copy.paths)[i] for i in indices]
+    if poses_only:
+        return _poses_only_dataset(scene, split, indices, paths, downscale, background)
     for i, path in zip(indices, paths):
         if not path.is_file():
             raise DataError(path, f"image file is missing (frame '{scene.image_names[i]}' of {scene.source.name})")
@@ -201,6 +208,21 @@ def dataset_from_scene(
     )
 
 
+def _poses_only_dataset(scene: ParsedScene, split: str, indices: list[int], paths: list[Path], downscale: float,
+                        background: Sequence[float]) -> Dataset:
+    """A split's cameras with :class:`PosesOnlyImages` (no file is checked or read) and no depth."""
+    cameras = scene.cameras[torch.tensor(indices, dtype=torch.int64)]
+    if downscale != 1.0:
+        cameras = cameras.rescale(1.0 / downscale)
+    sizes = list(zip(cameras.width.tolist(), cameras.height.tolist()))
+    metadata = dict(scene.metadata, frame_indices=indices, poses_only=True)
+    return Dataset(
+        cameras=cameras, images=PosesOnlyImages(paths, sizes, background=background, cache_bytes=0), split=split,
+        scene_box=scene.scene_box.clone(), format=scene.format, root=scene.root, points=scene.points,
+        point_colors=scene.point_colors, image_names=[scene.image_names[i] for i in indices], metadata=metadata,
+    )
+
+
 def _prescaled_copy(scene: ParsedScene, downscale: float) -> PrescaledImages | None:
     """The scene's copy of its images already downscaled by ``downscale`` (e.g. LLFF's images_4/), if any."""
     if not downscale.is_integer() or int(downscale) not in scene.prescaled:
@@ -220,6 +242,7 @@ def load_dataset(
     background: Sequence[float] = (1.0, 1.0, 1.0),
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     format: str | None = None,
+    poses_only: bool = False,
 ) -> Dataset:
     """Load one split of the dataset at ``path`` (a folder or a JSON file).
 
@@ -232,12 +255,14 @@ def load_dataset(
         cache_bytes: bound of the decoded-image cache (and of the depth cache, if any).
         format: skip detection and use this format (one of nerfstudio, blender, colmap, mega-nerf,
             matrixcity, llff).
+        poses_only: load the cameras only; image files need not exist and are never read (planning:
+            ``nerfxl plan``). Reading an image of the result raises a DataError.
     Raises:
         DataError: missing/malformed files, naming the file and the problem.
         ConfigError: an unknown split, format or a non-positive downscale.
     """
     scene = parse_scene(path, format)
-    return dataset_from_scene(scene, split, downscale, background, cache_bytes)
+    return dataset_from_scene(scene, split, downscale, background, cache_bytes, poses_only)
 
 
 def _counts(values) -> str:
