@@ -7,13 +7,14 @@ prints it as one line on stderr and exits non-zero, without a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, TypeVar
+from typing import Annotated, Callable, Literal, Optional, TypeVar
 
 import tyro
 
@@ -59,10 +60,139 @@ class City:
         print(f"wrote the {self.size} city (seed {self.seed}) to {path}")
 
 
+@dataclass
+class MatrixCityPoses:
+    """Write a poses-only MatrixCity-format aerial flight (no images): transforms_{train,test}.json for
+    `nerfxl info` / `nerfxl plan` at city scale (MatrixCity has 258 003 frames over 25 km²)."""
+
+    out_dir: tyro.conf.Positional[Path]
+    """Folder to write (a MatrixCity pose folder: transforms_train.json, transforms_test.json)."""
+    frames: int = 258_000
+    """Frames in all (train + test)."""
+    width: int = 1920
+    """Image width in pixels."""
+    height: int = 1080
+    """Image height in pixels."""
+    fov_deg: float = 50.0
+    """Horizontal field of view in degrees."""
+    area_m2: float = 25e6
+    """Area of the square city the viewpoints cover, in m²."""
+    altitude_m: float = 200.0
+    """Flight altitude above the ground (z = 0), in metres (±5 % jitter)."""
+    pitch_deg: float = 45.0
+    """How far below the horizon the cameras look, in degrees (each viewpoint: four headings)."""
+    test_every: int = 100
+    """Every N-th frame goes to the test split (0 = none)."""
+    seed: int = 0
+    """Seed of the viewpoints' jitter: the same seed gives identical files."""
+    overwrite: bool = False
+    """Replace a non-empty out_dir."""
+
+    def main(self) -> None:
+        from nerfxl.data.aerial_poses import write_matrixcity_poses
+
+        path = write_matrixcity_poses(self.out_dir, self.frames, self.width, self.height, self.fov_deg, self.area_m2,
+                                      self.altitude_m, self.pitch_deg, self.test_every, self.seed, self.overwrite)
+        print(f"wrote {self.frames} MatrixCity poses (no images) to {path}")
+
+
+@dataclass
+class Plan:
+    """Predict what a NeRF-XL job costs each process before it runs: parameters, Adam state, activations,
+    bytes per step of each exchange and of the gradient all-reduce, load imbalance of the tile plan, time
+    per step over a link (JSON and a table; images are never read)."""
+
+    data: tyro.conf.Positional[Optional[Path]] = None
+    """Dataset folder or JSON file (any format `nerfxl info` reads; loaded poses-only). None: an aerial
+    flight described by --frames, --width, --height, --area-m2, --altitude-m."""
+    preset: str = "city"
+    """Training preset of the model (city, lego, hash, tiny: see `nerfxl train --help`)."""
+    k: Annotated[int, tyro.conf.arg(aliases=("-k",))] = 1
+    """K, tiles (--partitions)."""
+    devices: Annotated[int, tyro.conf.arg(aliases=("-d",))] = 1
+    """D, processes: --replicas copies of the model, each on D / replicas processes holding K / (D / replicas) tiles."""
+    batch_rays: Optional[int] = None
+    """Rays per step (per replica); default: the preset's."""
+    exchange: Literal["partition", "sample"] = "partition"
+    """The exchange the time per step assumes (both are reported)."""
+    replicas: int = 1
+    """Data-parallel copies of the model (hybrid; D / replicas processes per copy)."""
+    link_gbps: float = 100.0
+    """Each process's network link in Gb/s (for the time per step)."""
+    samples_per_ray: Optional[float] = None
+    """Samples per ray surviving empty-space skipping, over all tiles (a trained model's figure); default:
+    the marching bound (every occupancy cell occupied)."""
+    samples_per_s: Optional[float] = None
+    """One process's forward + backward samples per second (e.g. a GPU's); default: measured on this machine."""
+    scene_box: Optional[tuple[float, float, float, float, float, float]] = None
+    """Scene bounds xmin ymin zmin xmax ymax zmax in dataset units (default: the dataset's own box)."""
+    data_format: Optional[Literal["nerfstudio", "blender", "colmap", "mega-nerf", "matrixcity", "llff"]] = None
+    """Dataset format; default: detected."""
+    split: str = "train"
+    """The split whose cameras give the rays."""
+    frames: int = 258_000
+    """Without DATA: frames of the described flight."""
+    width: int = 1920
+    """Without DATA: image width."""
+    height: int = 1080
+    """Without DATA: image height."""
+    area_m2: float = 25e6
+    """Without DATA: area of the square city, m²."""
+    altitude_m: float = 200.0
+    """Without DATA: flight altitude, metres."""
+    fov_deg: float = 50.0
+    """Without DATA: horizontal field of view, degrees."""
+    seed: int = 0
+    """Seed of the tile plan and of the rays drawn."""
+    output: Annotated[Optional[Path], tyro.conf.arg(aliases=("-o",))] = None
+    """Also write the JSON here."""
+    print_as: Literal["both", "table", "json"] = "both"
+    """What to print: the table then the JSON, or one of them."""
+
+    def main(self) -> None:
+        import json
+        import resource
+        import time
+
+        from nerfxl.errors import ConfigError
+        from nerfxl.fileio import write_json_atomic
+        from nerfxl.planning import described_flight, format_report, load_for_planning, plan_job, scene_box_tensor
+        from nerfxl.presets import TRAIN_PRESETS
+
+        t0 = time.perf_counter()
+        if self.preset not in TRAIN_PRESETS:
+            raise ConfigError(f"--preset {self.preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
+        base = TRAIN_PRESETS[self.preset][1]
+        config = dataclasses.replace(base, partitions=self.k, devices=self.devices, exchange=self.exchange,
+                                     replicas=self.replicas, seed=self.seed,
+                                     batch_rays=base.batch_rays if self.batch_rays is None else self.batch_rays)
+        if self.data is not None:
+            dataset = load_for_planning(self.data, self.split, self.data_format, self.scene_box)
+        else:
+            dataset = described_flight(self.frames, self.width, self.height, self.area_m2, self.altitude_m,
+                                       self.fov_deg, seed=self.seed)
+            if self.scene_box is not None:
+                dataset.scene_box = scene_box_tensor(self.scene_box)
+        t_load = time.perf_counter() - t0
+        report = plan_job(dataset, config, self.link_gbps, self.samples_per_ray, self.samples_per_s, seed=self.seed)
+        report["job"]["preset"] = self.preset
+        report["run"] = {"load_seconds": t_load, "seconds": time.perf_counter() - t0,
+                         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        if self.output is not None:
+            write_json_atomic(self.output, report)
+        if self.print_as in ("both", "table"):
+            print(format_report(report))
+            print(f"(planned in {report['run']['seconds']:.1f} s, peak RSS "
+                  f"{report['run']['peak_rss_bytes'] / 2**20:.0f} MiB)")
+        if self.print_as in ("both", "json"):
+            print(json.dumps(report, indent=2))
+
+
 # Command groups: ``nerfxl GROUP COMMAND ...``. tyro has no nested-dict form, so the group word is
 # dispatched here and each group gets its own parser (and its own --help).
 COMMAND_GROUPS: dict[str, tuple[str, dict[str, object]]] = {
-    "scene": ("Generate synthetic scenes (nerfxl scene city --help).", {"city": City}),
+    "scene": ("Generate synthetic scenes (nerfxl scene city --help, nerfxl scene matrixcity-poses --help).",
+              {"city": City, "matrixcity-poses": MatrixCityPoses}),
     "bench": ("Studies over many runs (nerfxl bench scaling --help).", {"scaling": Scaling}),
 }
 
@@ -77,7 +207,7 @@ def _group_placeholder(name: str, description: str) -> type:
 
 
 def _commands() -> dict[str, object]:
-    commands: dict[str, object] = {"train": Train, "info": Info}
+    commands: dict[str, object] = {"train": Train, "info": Info, "plan": Plan}
     # Training-side commands live beside the trainer; the CLI module stays import-light.
     from nerfxl.commands import TRAINING_COMMANDS
 
