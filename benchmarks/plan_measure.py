@@ -11,6 +11,7 @@ steps, and records on every rank:
 - its parameters', Adam state's and occupancy grids' bytes (tensor sizes);
 - the bytes autograd saved for backward in the last measured step's loss (``planning.SavedBytes``,
   parameters and buffers excluded) and the samples its tiles evaluated in that step;
+- the loss of every step (the training trace; identical on every process);
 - optionally the checkpoint's tensor bytes (every process saves; rank 0 sums the files).
 
 :func:`compare` turns measured ranks and ``planning.plan_job``'s report into predicted vs measured rows.
@@ -61,7 +62,7 @@ def measure_job(ctx: DistContext, job: dict) -> dict:
             saved["bytes"] = counter.nbytes
             return out
 
-        trainer.train_step(0)
+        losses = [trainer.train_step(0)["loss"]]
         barrier(ctx)
         ctx.reset_stats()
         trainer.training_loss = measured_loss
@@ -70,6 +71,7 @@ def measure_job(ctx: DistContext, job: dict) -> dict:
             samples[0] = 0
             stats = trainer.train_step(step)
             samples_max.append(stats["samples_max_rank"])
+            losses.append(stats["loss"])
         trainer.training_loss = training_loss
         steps = job["steps"]
         field = renderer.field
@@ -83,7 +85,7 @@ def measure_job(ctx: DistContext, job: dict) -> dict:
                                    for t in state.values() if torch.is_tensor(t)),
             "occupancy_bytes": occupancy,
             "saved_bytes": saved["bytes"], "samples_last_step": samples[0],
-            "samples_max_rank_per_step": samples_max,
+            "samples_max_rank_per_step": samples_max, "losses": losses,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         if job.get("checkpoint"):
@@ -120,7 +122,9 @@ def run_jobs(ctx: DistContext, jobs: list[dict]) -> dict:
 
 
 def run_all(jobs: list[dict]) -> dict[str, list[dict]]:
-    """All jobs: the one-process ones here, the others in one launch of max D processes.
+    """All jobs: the one-process ones here, the others in one launch of max D processes, except that
+    jobs with replicas get a launch of exactly their D (the trainer cuts the replicas' groups out of the
+    whole job, which every process of the launch must then take part in).
 
     Returns:
         job name → measured ranks, in rank order.
@@ -128,12 +132,17 @@ def run_all(jobs: list[dict]) -> dict[str, list[dict]]:
     from nerfxl.parallel.launch import launch
 
     here = [j for j in jobs if j["config"].devices == 1]
-    there = [j for j in jobs if j["config"].devices > 1]
+    shared = max((j["config"].devices for j in jobs if j["config"].replicas == 1), default=1)
+    launches: dict[int, list[dict]] = {}
+    for j in jobs:
+        d = j["config"].devices
+        if d > 1:
+            launches.setdefault(shared if j["config"].replicas == 1 else d, []).append(j)
     results: dict[str, list[dict]] = {j["name"]: [measure_job(single_process_context("cpu"), j)] for j in here}
-    if there:
-        world = max(j["config"].devices for j in there)
-        per_rank = launch(run_jobs, world, args=(there,), device="cpu")
-        for job in there:
+    for group in launches.values():
+        world = max(j["config"].devices for j in group)
+        per_rank = launch(run_jobs, world, args=(group,), device="cpu")
+        for job in group:
             results[job["name"]] = [per_rank[r][job["name"]] for r in range(job["config"].devices)]
     return results
 

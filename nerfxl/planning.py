@@ -305,8 +305,10 @@ class ActivationCost:
 
     Attributes:
         per_sample: a tile's field evaluation, marching and segment rendering, per sample.
-        per_sample_render: of which the segment rendering (the sample exchange renders every process's
-            samples on every process, so this part follows the gathered samples).
+        per_sample_render: of which the segment rendering.
+        per_sample_merge: the sample exchange's part per *gathered* sample (every process sorts and
+            renders every process's samples): ``render_sample_based``'s per-sample cost on one process
+            minus the field's (``per_sample − per_sample_render``).
         per_ray_tile: per ray and held tile (segment outputs).
         per_ray_composite: per ray and tile in the compositing of K ≥ 2 segments.
         per_ray: per ray (compositing's fixed part, the loss).
@@ -317,6 +319,7 @@ class ActivationCost:
 
     per_sample: float
     per_sample_render: float
+    per_sample_merge: float
     per_ray_tile: float
     per_ray_composite: float
     per_ray: float
@@ -382,6 +385,18 @@ def _tile_part(renderer: TiledRenderer, rays: RayBundle) -> tuple[int, int, floa
     return saved.nbytes, n, time.perf_counter() - t0
 
 
+def _sample_exchange_part(renderer: TiledRenderer, rays: RayBundle) -> tuple[int, int]:
+    """(saved bytes, samples) of the sample exchange's rendering on one process (gathers are identities)."""
+    from nerfxl.parallel.distributed import single_process_context
+    from nerfxl.parallel.sample_based import render_sample_based
+
+    exclude = [*renderer.parameters(), *renderer.buffers()]
+    with SavedBytes(exclude) as saved:
+        out = render_sample_based(renderer, rays, single_process_context("cpu"), stratified=True,
+                                  generators=lambda k: torch.Generator().manual_seed(1))
+    return saved.nbytes, out.n_samples
+
+
 def calibrate_activations(config: TrainConfig, rays: int = CALIBRATION_RAYS) -> ActivationCost:
     """Measure the :class:`ActivationCost` of ``config``'s field on this machine (about a second)."""
     bundle = _synthetic_rays(rays)
@@ -389,6 +404,8 @@ def calibrate_activations(config: TrainConfig, rays: int = CALIBRATION_RAYS) -> 
     (b1, s1, _), (b2, s2, seconds) = (_tile_part(_synthetic_renderer(config, 1, spd), bundle) for spd in (64, 192))
     per_sample = (b2 - b1) / max(s2 - s1, 1)
     per_ray_tile = max(b1 - per_sample * s1, 0.0) / rays
+    (c1, n1), (c2, n2) = (_sample_exchange_part(_synthetic_renderer(config, 1, spd), bundle) for spd in (64, 192))
+    per_sample_exchange = (c2 - c1) / max(n2 - n1, 1)
 
     # Segment rendering alone, on random samples (the sample exchange renders everyone's samples).
     n = 8 * rays
@@ -416,13 +433,15 @@ def calibrate_activations(config: TrainConfig, rays: int = CALIBRATION_RAYS) -> 
     with SavedBytes([*field.parameters(), *field.buffers()]) as saved:
         field.background_colour(bundle.directions, bundle.image_indices)
     return ActivationCost(
-        per_sample=per_sample, per_sample_render=per_sample_render, per_ray_tile=per_ray_tile,
+        per_sample=per_sample, per_sample_render=per_sample_render,
+        per_sample_merge=max(per_sample_exchange - (per_sample - per_sample_render), 0.0), per_ray_tile=per_ray_tile,
         per_ray_composite=per_ray_composite, per_ray=per_ray, per_ray_background=saved.nbytes / rays,
         seconds_per_sample=seconds / max(s2, 1),
         how=(f"saved-for-backward bytes counted with torch.autograd.graph.saved_tensors_hooks (each storage once, "
              f"parameters and buffers excluded) while the preset's field renders {rays} synthetic rays through one "
-             f"tile at two sample densities ({s1} and {s2} samples: the slope is per sample), segment rendering "
-             f"and compositing of K = 2, 4 random segments measured alone; seconds per sample: forward + backward "
+             f"tile at two sample densities ({s1} and {s2} samples: the slope is per sample), the same through the "
+             f"sample exchange's rendering, segment rendering and compositing of K = 2, 4 random segments measured "
+             f"alone; seconds per sample: forward + backward "
              f"of the {s2}-sample tile on this machine ({torch.get_num_threads()} threads)"),
     )
 
@@ -435,7 +454,7 @@ def activation_bytes(cost: ActivationCost, config: TrainConfig, layout: Layout, 
     r, k = config.batch_rays, layout.partitions
     if config.exchange == "sample" and layout.model_processes > 1:
         field_only = cost.per_sample - cost.per_sample_render
-        total = field_only * rank_samples + cost.per_sample_render * all_samples + cost.per_ray * r
+        total = field_only * rank_samples + cost.per_sample_merge * all_samples + cost.per_ray * r
     else:
         total = cost.per_sample * rank_samples + cost.per_ray_tile * r * layout.tiles_per_rank
         if k > 1:
