@@ -124,3 +124,8 @@ def test_bad_plan_options_give_one_line(args, fragments):
 
 def test_plan_of_a_missing_dataset_names_it():
     assert_one_line_error(run_cli("plan", "/definitely/not/here"), "/definitely/not/here")
+
+
+def test_plan_of_a_malformed_dataset_names_the_file(tmp_path):
+    (tmp_path / "transforms.json").write_text("{ not json")
+    assert_one_line_error(run_cli("plan", str(tmp_path)), "transforms.json")
