@@ -10,9 +10,10 @@ branch blocks (a uniform √K × √K grid). For each K it reports, after ``--wa
   on average once the occupancy warm-up is over;
 - ``cells``, ``parameters``, ``samples_per_step``.
 
-``--modes before after`` runs each K twice in one go: "before" restores the per-tile rules this
-benchmark was written to remove (``occupancy_cells_over=tile``, ``grid_updates=dense``), "after" is
-the default configuration. Prints one JSON object.
+``--modes`` runs each K in several configurations in one go: "before" restores the per-tile
+occupancy rule this benchmark was written to remove (``occupancy_cells_over=tile``), "after" is the
+default configuration, "after-sparse" adds sparse grid updates (``grid_updates=sparse``). Prints
+one JSON object.
 
     python benchmarks/bench_tile_cost.py [--data CITY] [--ks 1 4 16 64] [--layouts tiles branch]
 """
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 
 MODES = {"before": {"occupancy_cells_over": "tile", "grid_updates": "dense"},
-         "after": {"occupancy_cells_over": "scene", "grid_updates": "sparse"}}
+         "after": {"occupancy_cells_over": "scene", "grid_updates": "dense"},
+         "after-sparse": {"occupancy_cells_over": "scene", "grid_updates": "sparse"}}
 
 
 def configure(base, data: Path, k: int, layout: str, mode: str, batch_rays: int):
@@ -90,7 +92,7 @@ def main() -> None:
     parser.add_argument("--preset", default="city")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--layouts", nargs="+", choices=["tiles", "branch"], default=["tiles", "branch"])
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["before", "after"])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--before-max-k", type=int, default=16,
                         help="largest K run with the old rules (their K = 64 occupancy refresh takes minutes)")
     parser.add_argument("--warmup", type=int, default=6, help="steps before timing")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Literal, Optional
 
 from nerfxl.fields.config import FieldConfig
 from nerfxl.parallel.distributed import DEFAULT_TIMEOUT_S
@@ -38,14 +38,10 @@ class OptimConfig:
     """Linear learning-rate warm-up at the start."""
     eps: float = 1e-15
     """Adam epsilon (small, as in Instant-NGP: sparse grid gradients)."""
-    grid_updates: Literal["sparse", "dense"] = "sparse"
-    """"sparse": grid entries that got no gradient this step keep their value and Adam moments
-    (Instant-NGP's rule, :mod:`nerfxl.optim`), so the optimizer's cost follows the cells the samples
-    reach rather than the parameter count (K tiles cost about one). "dense": plain Adam over every
-    entry (runs saved before this option existed)."""
-
-    DEFAULTS_OF_OLDER_FILES: ClassVar[dict[str, object]] = {"grid_updates": "dense"}
-    """What a key missing from a saved config.yaml meant when that file was written."""
+    grid_updates: Literal["dense", "sparse"] = "dense"
+    """"dense": plain Adam over every grid entry. "sparse": grid nodes that got no gradient this step
+    keep their value and Adam moments (Instant-NGP's rule, :mod:`nerfxl.optim`); the optimizer then
+    touches only the nodes the samples reach, at the price of a Python loop over the grid tensors."""
 
 
 @dataclass
