@@ -3,7 +3,8 @@
 One process, the same scene, rays and preset for every K; NeRF-XL tiles (k-d plan) and LandMark
 branch blocks (a uniform √K × √K grid). For each K it reports, after ``--warmup`` steps:
 
-- ``step_s``: mean seconds of a training step without an occupancy refresh;
+- ``step_s``: median seconds of a training step without an occupancy refresh (the median: a busy
+  machine's bursts do not move it);
 - ``refresh_warmup_s`` / ``refresh_s``: one occupancy refresh during the occupancy warm-up (every
   cell) and after it (a quarter of the cells at random plus a quarter of the occupied ones);
 - ``per_step_after_warmup_s`` = step_s + refresh_s / occupancy_update_every, what a step costs
@@ -24,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -34,9 +36,17 @@ MODES = {"before": {"occupancy_cells_over": "tile", "grid_updates": "dense"},
          "after-sparse": {"occupancy_cells_over": "scene", "grid_updates": "sparse"}}
 
 
-def configure(base, data: Path, k: int, layout: str, mode: str, batch_rays: int):
-    """The preset's config for K tiles in ``layout`` with the rules of ``mode``."""
+def configure(base, data: Path, k: int, layout: str, mode: str, batch_rays: int, capacity: str = "per-tile"):
+    """The preset's config for K tiles in ``layout`` with the rules of ``mode``; with ``capacity``
+    "total" each tile's x-y grid resolution is divided by √K, so K tiles hold about one tile's
+    parameters and what remains of the step's growth with K is the per-tile cost."""
     rules = MODES[mode]
+    if capacity == "total":
+        grid = base.field.grid
+        x, y, z = grid.base_resolution
+        shrink = math.sqrt(k)
+        grid = dataclasses.replace(grid, base_resolution=(max(2, round(x / shrink)), max(2, round(y / shrink)), z))
+        base = dataclasses.replace(base, field=dataclasses.replace(base.field, grid=grid))
     config = dataclasses.replace(
         base, data=data, progress=False, partitions=k, batch_rays=batch_rays,
         render=dataclasses.replace(base.render, occupancy_cells_over=rules["occupancy_cells_over"]),
@@ -74,7 +84,7 @@ def measure(config, run_dir: Path, warmup: int, timed: int) -> dict:
             samples.append(stats["samples"])
     after_warmup = max(config.render.occupancy_warmup_steps, every)
     refresh["after"] = timed_refresh(after_warmup - after_warmup % every)
-    step_s = sum(step_times) / len(step_times)
+    step_s = statistics.median(step_times)
     return {
         "cells": sum(g.n_cells for g in renderer.occupancy),
         "parameters": sum(p.numel() for p in renderer.field.parameters()),
@@ -95,6 +105,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--before-max-k", type=int, default=16,
                         help="largest K run with the old rules (their K = 64 occupancy refresh takes minutes)")
+    parser.add_argument("--capacity", choices=["per-tile", "total"], default="per-tile",
+                        help="per-tile: every tile has the preset's grid (NeRF-XL: K times the parameters); "
+                             "total: the grid's x-y resolution is divided by √K (about constant parameters)")
     parser.add_argument("--warmup", type=int, default=6, help="steps before timing")
     parser.add_argument("--steps", type=int, default=6, help="timed steps")
     parser.add_argument("--batch-rays", type=int, default=2048)
@@ -112,7 +125,7 @@ def main() -> None:
             for mode in args.modes:
                 if mode == "before" and k > args.before_max_k:
                     continue
-                config = configure(base, data, k, layout, mode, args.batch_rays)
+                config = configure(base, data, k, layout, mode, args.batch_rays, args.capacity)
                 row = {"layout": layout, "k": k, "mode": mode,
                        **measure(config, args.output / f"{layout}-{k}-{mode}", args.warmup, args.steps)}
                 results.append(row)
@@ -124,7 +137,7 @@ def main() -> None:
             if 1 in rows:
                 one = rows[1]["per_step_after_warmup_s"]
                 ratios[f"{layout}/{mode}"] = {str(k): r["per_step_after_warmup_s"] / one for k, r in rows.items()}
-    print(json.dumps({"benchmark": "tile_cost", "data": str(data), "preset": args.preset,
+    print(json.dumps({"benchmark": "tile_cost", "data": str(data), "preset": args.preset, "capacity": args.capacity,
                       "batch_rays": args.batch_rays, "threads": torch.get_num_threads(),
                       "results": results, "per_step_vs_k1": ratios}))
 
