@@ -1,6 +1,6 @@
 """Measured NeRF-XL training steps next to ``nerfxl plan``'s predictions (nerfxl/planning.py).
 
-Used by ``benchmarks/bench_plan_validation.py`` and ``tests/test_plan.py``. One launch of D processes
+Used by ``benchmarks/bench_plan_validation.py`` and ``tests/test_planning.py``. One launch of D processes
 runs a whole list of jobs one after another (a job on fewer processes runs on a sub-group holding
 rank 0, as ``tests/parallel/nerfxl_workers.py`` does): process start-up dominates on a small machine.
 
@@ -35,13 +35,13 @@ REPLICA_STATS = "global_stats"
 
 def measure_job(ctx: DistContext, job: dict) -> dict:
     """Run one job's steps on ``ctx`` and record what :func:`compare` needs (see the module docstring)."""
-    import nerfxl.train as train_module
+    import nerfxl.trainer as trainer_module
     from nerfxl.data.city.generate import single_threaded
     from nerfxl.parallel.distributed import barrier
     from nerfxl.planning import SavedBytes
 
     with single_threaded():
-        trainer = train_module.Trainer(job["config"], Path(job["run_dir"]), ctx=ctx)
+        trainer = trainer_module.Trainer(job["config"], Path(job["run_dir"]), ctx=ctx)
         renderer = trainer.renderer
         samples = [0]
         query_tile = renderer.query_tile

@@ -29,7 +29,7 @@ for the busiest process:
 - **time per step**: the busiest process's samples at a samples/s rate (measured here by the
   calibration, or given) plus the collectives' bytes on a ring over a link of ``link_gbps``.
 
-``benchmarks/bench_plan_validation.py`` and ``tests/test_plan.py`` compare these predictions with
+``benchmarks/bench_plan_validation.py`` and ``tests/test_planning.py`` compare these predictions with
 measured multi-process runs.
 """
 
