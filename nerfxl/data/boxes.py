@@ -6,6 +6,8 @@ the entry order of a ray through all tiles locally from the boxes alone.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -38,15 +40,19 @@ def intersect_rays_boxes(origins: Tensor, directions: Tensor, boxes: Tensor) -> 
     o = origins[:, None, :]  # [R, 1, 3]
     d = directions[:, None, :]
     lo, hi = boxes[None, :, 0, :], boxes[None, :, 1, :]  # [1, B, 3]
-    # Axis-parallel rays: IEEE division gives ±inf, which the slab test handles, except 0 * inf
-    # when the origin lies exactly on a slab plane; replace zero components by a tiny signed value.
-    tiny = torch.finfo(d.dtype).tiny
-    d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
-    inv = 1.0 / d
+    # An axis the ray is parallel to does not bound t: the ray is in that slab everywhere (lo ≤ o < hi,
+    # half-open) or nowhere. Decided by comparison rather than by dividing by a tiny stand-in for
+    # zero, which misjudges slabs a tiny distance away.
+    parallel = d.abs() < torch.finfo(d.dtype).tiny
+    in_slab = (o >= lo) & (o < hi)
+    inv = 1.0 / torch.where(parallel, torch.ones_like(d), d)
     t0 = (lo - o) * inv
     t1 = (hi - o) * inv
-    t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
-    t_far = torch.maximum(t0, t1).amin(dim=-1)
+    inf = torch.full((), math.inf, dtype=d.dtype, device=d.device)
+    near_axis = torch.where(parallel, torch.where(in_slab, -inf, inf), torch.minimum(t0, t1))
+    far_axis = torch.where(parallel, torch.where(in_slab, inf, -inf), torch.maximum(t0, t1))
+    t_near = near_axis.amax(dim=-1).clamp_min(0.0)
+    t_far = far_axis.amin(dim=-1)
     hit = t_far > t_near
     zero = torch.zeros((), dtype=t_near.dtype, device=t_near.device)
     return torch.where(hit, t_near, zero), torch.where(hit, t_far, zero), hit

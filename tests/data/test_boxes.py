@@ -71,3 +71,14 @@ def test_single_box_and_hand_cases():
     assert hit[:, 0].tolist() == [True, False, True, False]
     torch.testing.assert_close(t_enter[:, 0], torch.tensor([2.0, 0.0, 0.0, 0.0]))
     torch.testing.assert_close(t_exit[:, 0], torch.tensor([4.0, 0.0, 0.5, 0.0]))  # t in units of |d| = 2
+
+
+def test_a_ray_parallel_to_a_slab_a_tiny_distance_outside_it_misses():
+    """Found by the property test: the slab z ∈ [2.2e-308, 1] does not hold a ray at z = 0 moving in y."""
+    tiny = torch.finfo(torch.float64).tiny
+    box = torch.tensor([[0.0, 1.0, tiny], [1.0, 2.0, 1.0]], dtype=torch.float64)
+    o = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, tiny]], dtype=torch.float64)
+    d = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    t_enter, t_exit, hit = intersect_rays_boxes(o, d, box)
+    assert hit[:, 0].tolist() == [False, True]  # z = tiny lies on the min face: inside (half-open)
+    assert (t_enter[1, 0].item(), t_exit[1, 0].item()) == (1.0, 2.0)
