@@ -102,7 +102,7 @@ def make_run(args, run_dir: Path) -> Path:
 def train_and_save(config, run_dir: Path, steps: int) -> Path:
     """Train ``steps`` steps of ``config`` and save the run in ``run_dir`` as ``nerfxl train`` lays it out."""
     from nerfxl.configio import save_config_yaml
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     trainer = Trainer(config, run_dir)
     for step in range(steps):

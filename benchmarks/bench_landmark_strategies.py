@@ -117,7 +117,7 @@ def strategy_config(base, strategy: str, d: int):
 
 def measure_one(ctx, cfg, run_dir: Path, train_data, warmup: int, steps: int, label: str) -> dict:
     """This process's part of one (strategy, D): warm up, then count bytes and time ``steps`` steps."""
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     trainer = Trainer(cfg, run_dir, train_data=train_data, ctx=ctx)  # never saved: run_dir stays unmade
     params = sum(p.numel() for p in trainer.renderer.field.parameters())

@@ -32,7 +32,7 @@ def main() -> None:
 
     from nerfxl.evaluate import evaluate_views
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device)
     if args.batch_rays:

@@ -49,7 +49,7 @@ def max_over_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def measure(cfg, run_dir: Path, k: int, method: str, warmup: int, steps: int) -> dict:
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     cfg = dataclasses.replace(cfg, partitions=k, partition_method=method)
     t0 = time.perf_counter()

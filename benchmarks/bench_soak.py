@@ -196,7 +196,7 @@ def build_trainer(args, run_dir: Path):
     from nerfxl.configio import save_config_yaml
     from nerfxl.data.city import ensure_city
     from nerfxl.presets import TRAIN_PRESETS
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     base = TRAIN_PRESETS["tiny"][1]
     changes = {"data": ensure_city("tiny", seed=0, progress=False), "device": args.device, "progress": False,

@@ -60,7 +60,7 @@ def configure(base, data: Path, k: int, layout: str, mode: str, batch_rays: int,
 
 
 def measure(config, run_dir: Path, warmup: int, timed: int) -> dict:
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     trainer = Trainer(config, run_dir)
     renderer = trainer.renderer

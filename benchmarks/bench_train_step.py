@@ -30,7 +30,7 @@ def main() -> None:
 
     from nerfxl.presets import TRAIN_PRESETS
     from nerfxl.run.load import resolve_data_path
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     cfg = dataclasses.replace(TRAIN_PRESETS[args.preset][1], data=args.data, progress=False, device=args.device)
     cfg = dataclasses.replace(cfg, data=resolve_data_path(cfg))

@@ -38,7 +38,7 @@ def build_run_config(args, **fields):
 
 def trainer_from_checkpoint(ctx, cfg, checkpoint: str, run_dir: str, threads: int | None = None):
     """One benchmark process's Trainer, restored from the warm checkpoint (its own scratch run folder)."""
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     if threads:
         torch.set_num_threads(threads)
@@ -51,7 +51,7 @@ def warm_up(cfg, work: Path, steps: int, log: Callable[[str], None]) -> tuple[Pa
     """Train all K tiles in this process for ``steps`` steps (the occupancy grids settle) and
     checkpoint; returns (checkpoint, tile plan file, seconds)."""
     from nerfxl.checkpoint import latest_checkpoint
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     run = work / "warmup"
     trainer = Trainer(cfg, run)

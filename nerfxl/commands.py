@@ -52,6 +52,15 @@ def run_train(argv: list[str], config=None) -> None:
         print(f"run folder: {run_dir}")
 
 
+def train_run(config) -> Path:
+    """Train ``config`` as ``nerfxl train`` would, without the command line's checks and messages: an
+    independent baseline's K models, or one model; returns the run folder (for ``nerfxl bench``)."""
+    from nerfxl.baselines.runs import INDEPENDENT_METHODS, train_baseline
+    from nerfxl.train import train
+
+    return Path(train_baseline(config) if config.method in INDEPENDENT_METHODS else train(config))
+
+
 def resume_options() -> tuple[str, ...]:
     """The flags --resume accepts: the step and process counts, and the session options
     (:data:`nerfxl.train.SESSION_OPTIONS`, the switches with their --no- forms)."""

@@ -33,14 +33,11 @@ no-cycle rule holds."""
 
 TOP = "commands"
 
-TRAIN_IMPORTERS = {
-    "nerfxl.cli", "nerfxl.commands", "nerfxl.__main__",  # the command line
-    # Drivers that run the training loop itself, reached only from the command line: the independent
-    # baselines train one model per cluster or tile with the Trainer, the benchmarks time it.
-    "nerfxl.baselines.block_nerf", "nerfxl.baselines.mega_nerf", "nerfxl.bench.scaling", "nerfxl.bench.throughput",
-}
-"""The modules that may import nerfxl.train (the Trainer and the loop). Everything else uses the run
-layer (nerfxl.run) for configs, run folders and checkpoints."""
+TRAIN_IMPORTERS = {"nerfxl.cli", "nerfxl.commands", "nerfxl.__main__"}
+"""The modules that may import nerfxl.train (the job runner and its loop): the command line alone. The
+drivers that train models themselves (the independent baselines, the benchmarks) use the Trainer of
+nerfxl.trainer, or nerfxl.commands.train_run; everything else uses the run layer (nerfxl.run) for
+configs, run folders and checkpoints."""
 
 COMMAND_MODULES = {"nerfxl.train", "nerfxl.evaluate", "nerfxl.render", "nerfxl.view", "nerfxl.merge", "nerfxl.check",
                    "nerfxl.presets", "nerfxl.commands", "nerfxl.cli"}
@@ -190,8 +187,8 @@ def test_layers_import_only_downwards(layer):
 def test_only_the_top_imports_the_trainer():
     importers = sorted(str(e) for name in MODULES for e in GRAPH[name]
                        if e.target == "nerfxl.train" and name not in TRAIN_IMPORTERS)
-    assert not importers, ("nerfxl.train is imported only by the command line and the training drivers; import "
-                           "configs, run folders and checkpoints from nerfxl.run instead:\n  " + "\n  ".join(importers))
+    assert not importers, ("nerfxl.train is imported only by the command line; import the Trainer from nerfxl.trainer "
+                           "and configs, run folders and checkpoints from nerfxl.run instead:\n  " + "\n  ".join(importers))
 
 
 def test_no_module_uses_the_old_trained_module():

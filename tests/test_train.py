@@ -14,7 +14,8 @@ from nerfxl.errors import CheckpointError, ConfigError, NerfxlError
 from nerfxl.presets import TRAIN_PRESETS
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_run_config
-from nerfxl.train import Trainer, train
+from nerfxl.train import train
+from nerfxl.trainer import Trainer
 
 
 def tiny_config(data: Path, output: Path, **overrides) -> TrainConfig:

@@ -39,7 +39,7 @@ from nerfxl.fileio import write_json_atomic
 from nerfxl.plateau import plateau_rule_of, write_convergence
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_split
-from nerfxl.train import Trainer
+from nerfxl.trainer import Trainer
 
 METHOD = "independent-2d"
 BASELINE_FILE = "baseline.json"

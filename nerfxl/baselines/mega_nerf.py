@@ -46,7 +46,7 @@ from nerfxl.plateau import plateau_rule_of, write_convergence
 from nerfxl.renderer import sample_positions
 from nerfxl.run.config import TrainConfig
 from nerfxl.run.load import load_split
-from nerfxl.train import Trainer
+from nerfxl.trainer import Trainer
 
 BASELINE_FILE = "baseline.json"
 METHOD = "independent-3d"

@@ -257,14 +257,9 @@ def run_one(study: Scaling, k: int, method: Method, protocol: Protocol = "paper"
     """Train, score and measure one (protocol, K, method)."""
     config = train_config(study, k, method, protocol)
     t0 = time.perf_counter()
-    if method.startswith("independent"):
-        from nerfxl.baselines.runs import train_baseline
+    from nerfxl.commands import train_run
 
-        run_dir = train_baseline(config)
-    else:
-        from nerfxl.train import train
-
-        run_dir = train(config)
+    run_dir = train_run(config)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = evaluate(run_dir, method, study.eval_views)

@@ -118,7 +118,7 @@ def measure(config, d: int, exchange: str, run_dir: Path | None, steps: int, wor
 def time_rank(ctx, cfg, checkpoint: str | None, run_dir: str, steps: int) -> dict:
     """One process (module level: spawn pickles it by name): settle one step, time ``steps`` more."""
     from nerfxl.parallel.distributed import barrier
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
 
     trainer = Trainer(cfg, Path(run_dir) / f"rank{ctx.rank}", ctx=ctx)
     if checkpoint is not None:

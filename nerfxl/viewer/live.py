@@ -32,7 +32,7 @@ class LiveViewer:
     """The viewer of a training run (every process of the job builds one; rank 0's serves the page).
 
     Args:
-        trainer: the :class:`nerfxl.train.Trainer`.
+        trainer: the :class:`nerfxl.trainer.Trainer`.
         options: where to serve and how much time rendering may take.
     """
 

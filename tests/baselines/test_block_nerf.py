@@ -24,7 +24,7 @@ from nerfxl.parallel.images import render_image
 from nerfxl.presets import TRAIN_PRESETS
 from nerfxl.run.load import load_split, run_checkpoint
 from nerfxl.run.trained import load_trained
-from nerfxl.train import Trainer
+from nerfxl.trainer import Trainer
 
 
 def small_config(data, output, **overrides):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nerfxl_workers
 
-import nerfxl.train as train_module
+import nerfxl.trainer as trainer_module
 from nerfxl.parallel.distributed import DistContext, single_process_context
 
 
@@ -29,7 +29,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
          "params": {name: parameter} after the last step}.
     """
     with nerfxl_workers.one_thread():
-        trainer = train_module.Trainer(config, Path(run_dir), ctx=ctx)
+        trainer = trainer_module.Trainer(config, Path(run_dir), ctx=ctx)
         field = trainer.renderer.field
         out = {"rank": ctx.rank, "world": ctx.world_size, "losses": [], "psnr": [], "samples": [], "mse": [],
                "grads": {}}
@@ -40,7 +40,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
             return rays_for(batch)
 
         trainer.rays_for = recording_rays_for
-        real_average = train_module.average_gradients
+        real_average = trainer_module.average_gradients
         step_now = [-1]
 
         def recording_average(model, rctx):
@@ -49,7 +49,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
             if partial is not None:
                 out["grads"][step_now[0]] = {"partial": partial, "averaged": _grads(field.named_parameters())}
 
-        train_module.average_gradients = recording_average
+        trainer_module.average_gradients = recording_average
         try:
             for step in range(steps):
                 step_now[0] = step
@@ -57,7 +57,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
                 for key in ("loss", "psnr", "samples", "mse"):
                     out["losses" if key == "loss" else key].append(stats[key])
         finally:
-            train_module.average_gradients = real_average
+            trainer_module.average_gradients = real_average
         out["params"] = {n: p.detach().clone() for n, p in field.named_parameters()}
         return out
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import nerfxl.parallel.plane_parallel as plane_parallel
-import nerfxl.train as train_module
+import nerfxl.trainer as trainer_module
 from nerfxl.parallel.distributed import DistContext, single_process_context
 from nerfxl_workers import one_thread, run_jobs as _run_jobs_with
 
@@ -29,7 +29,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
         if broken == "no-border-sync":
             plane_parallel.sync_border_gradients = _no_border_sync
         try:
-            trainer = train_module.Trainer(config, Path(run_dir), ctx=ctx)
+            trainer = trainer_module.Trainer(config, Path(run_dir), ctx=ctx)
             tile = trainer.renderer.field.tiles[0]
             out = {"rank": ctx.rank, "losses": [], "grads": {}, "replicated_equal": True}
             step_now = [0]

@@ -80,7 +80,7 @@ def render_rows_on_every_rank(ctx: DistContext, run_dir: str, poses: torch.Tenso
 
 def train_with_viewer_on_every_rank(ctx: DistContext, config, run_dir: str, steps: int, with_viewer: bool) -> dict:
     """``steps`` training steps with (or without) a live viewer that a fake browser watches on rank 0."""
-    from nerfxl.train import Trainer
+    from nerfxl.trainer import Trainer
     from nerfxl.viewer.live import LiveOptions, LiveViewer
 
     torch.set_num_threads(1)
