@@ -17,7 +17,7 @@ import torch
 
 from nerfxl.checkpoint import CHECKPOINTS, MANIFEST, STATE, list_checkpoints, verify_checkpoint
 from nerfxl.errors import CheckpointError, NerfxlError
-from nerfxl.run.layout import expected_shards, saved_strategy, tile_shard_name
+from nerfxl.run.layout import checkpoint_strategy, expected_shards, tile_shard_name
 from nerfxl.run.load import load_run_config
 
 
@@ -75,7 +75,7 @@ def check_checkpoint(path: Path, config) -> CheckpointReport:
             missing, extra = sorted(shards - held), sorted(held - shards)
             raise CheckpointError(f"{path}: shards {'missing: ' + ', '.join(missing) if missing else ''}"
                                   f"{'; ' if missing and extra else ''}{'unexpected: ' + ', '.join(extra) if extra else ''}")
-        if config is not None and saved_strategy(state)["name"] in ("tiles", "branch"):
+        if config is not None and not checkpoint_strategy(state).joint:  # whole tiles in their shards
             check_tile_shapes(path, config, state)
     except NerfxlError as e:
         report.problem = str(e)

@@ -24,7 +24,7 @@ from nerfxl.parallel.distributed import DistContext
 from nerfxl.parallel.images import render_image, to_uint8
 from nerfxl.parallel.tiles import check_tiles_per_process
 from nerfxl.renderer import TiledRenderer
-from nerfxl.run.layout import JOINT_STRATEGIES, saved_strategy
+from nerfxl.run.layout import checkpoint_strategy
 from nerfxl.run.load import load_split, run_checkpoint
 from nerfxl.run.trained import load_trained
 
@@ -140,7 +140,7 @@ def run_on_processes(fn: Callable[..., Any], run_dir: Path, devices: int, device
         raise ConfigError(f"--devices {devices} but the launcher started {world} processes (WORLD_SIZE)")
     state = run_checkpoint(run_dir)[2]
     n_tiles = int(state["n_tiles"])
-    if saved_strategy(state)["name"] not in JOINT_STRATEGIES:  # those split within the tile
+    if not checkpoint_strategy(state).joint:  # plane and channel split within the tile
         check_tiles_per_process(n_tiles, world, tiles=f"the run's {n_tiles} tiles")
     return launch(fn, None if external else devices, args=args, device=device).get(0)
 

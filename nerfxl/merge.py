@@ -22,9 +22,12 @@ from nerfxl.configio import save_config_yaml
 from nerfxl.errors import ConfigError
 from nerfxl.fields.grid_plane_line import level_resolutions
 from nerfxl.fields.grid_plane_window import PlaneSplit, split_grid_state
-from nerfxl.run.layout import JOINT_STRATEGIES, TILE_PLAN_FILE, saved_strategy, tile_shard_name
+from nerfxl.run.layout import TILE_PLAN_FILE, checkpoint_strategy, saved_strategy
 from nerfxl.run.load import run_checkpoint
 from nerfxl.run.parts import read_merged_tile
+from nerfxl.run.strategies import strategy_named
+
+TILES, PLANE = strategy_named("tiles"), strategy_named("plane")  # what merge and split write
 
 
 def _default_output(run_dir: Path, suffix: str) -> Path:
@@ -57,17 +60,17 @@ def merge_run(run_dir: Path, output: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     config, ckpt, state = run_checkpoint(run_dir)
     strategy = saved_strategy(state)
-    if strategy["name"] not in JOINT_STRATEGIES:
+    if not checkpoint_strategy(state).joint:
         raise ConfigError(f"{run_dir}: a {strategy['name']} run has no parts to merge (merge joins the sub-planes of "
                           f"--strategy plane or the channel slices of --strategy channel)")
     tile = read_merged_tile(ckpt, strategy)
     shards, _ = load_checkpoint(ckpt, shard_names=["shared"])
-    merged_state = dict(state, strategy={"name": "tiles", "parts": 1, "blocks": None}, trained_on_processes=1,
+    merged_config = dataclasses.replace(config, strategy=TILES.name, blocks=None, devices=1, resume=None)
+    merged_state = dict(state, strategy={"name": TILES.name, "parts": 1, "blocks": None}, trained_on_processes=1,
                         merged_from=str(run_dir))
-    merged_config = dataclasses.replace(config, strategy="tiles", blocks=None, devices=1, resume=None)
     out = Path(output) if output else _default_output(run_dir, "-merged")
     return _write_run(run_dir, out, merged_config, int(state["step"]),
-                      {"shared": shards["shared"], tile_shard_name(0): tile}, merged_state)
+                      {"shared": shards["shared"], TILES.shard_name(0): tile}, merged_state)
 
 
 def split_run(run_dir: Path, blocks: str, output: Path | None = None) -> Path:
@@ -76,25 +79,24 @@ def split_run(run_dir: Path, blocks: str, output: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     split = PlaneSplit.parse(blocks)
     config, ckpt, state = run_checkpoint(run_dir)
-    strategy = saved_strategy(state)
-    if strategy["name"] != "tiles" or int(state["n_tiles"]) != 1:
+    if checkpoint_strategy(state) is not TILES or int(state["n_tiles"]) != 1:
         raise ConfigError(f"{run_dir}: split cuts a single model (one tile); this run has {state['n_tiles']} tiles "
-                          f"and strategy {strategy['name']} (merge it first if it is plane or channel parallel)")
+                          f"and strategy {saved_strategy(state)['name']} (merge it first if it is plane or channel parallel)")
     g = config.field.grid
     if g.type != "plane-line" or g.mode != "ground":
         raise ConfigError(f"{run_dir}: split cuts a ground plane; this run's grid is {g.type} ({g.mode})")
     res = state.get("tiles", {}).get("0", {}).get("grid_resolution") or list(g.base_resolution)
     split.check_resolutions(level_resolutions(res, g.scales, g.scale_z, g.level_scaling))
-    shards, _ = load_checkpoint(ckpt, shard_names=["shared", tile_shard_name(0)])
-    tile = shards[tile_shard_name(0)]
+    shards, _ = load_checkpoint(ckpt, shard_names=["shared", TILES.shard_name(0)])
+    tile = shards[TILES.shard_name(0)]
     grid_part = {n: t for n, t in tile.items() if _is_grid_entry(n)}
     rest = {n: t for n, t in tile.items() if not _is_grid_entry(n)}
     out_shards = {"shared": shards["shared"]}
     for index in range(split.parts):
-        out_shards[tile_shard_name(0, "plane", index)] = {**rest, **split_grid_state(grid_part, split, index)}
-    split_state = dict(state, strategy={"name": "plane", "parts": split.parts, "blocks": str(split)},
+        out_shards[PLANE.shard_name(0, index)] = {**rest, **split_grid_state(grid_part, split, index)}
+    split_config = dataclasses.replace(config, strategy=PLANE.name, blocks=str(split), devices=split.parts, resume=None)
+    split_state = dict(state, strategy={"name": PLANE.name, "parts": split.parts, "blocks": str(split)},
                        trained_on_processes=split.parts, split_from=str(run_dir))
-    split_config = dataclasses.replace(config, strategy="plane", blocks=str(split), devices=split.parts, resume=None)
     out = Path(output) if output else _default_output(run_dir, f"-split-{split}")
     return _write_run(run_dir, out, split_config, int(state["step"]), out_shards, split_state)
 

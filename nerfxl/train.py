@@ -46,6 +46,7 @@ from nerfxl.run.layout import (
 from nerfxl.run.load import load_run_config, load_split, resolve_data_path
 from nerfxl.run.state import check_tile_plan, describe_state_mismatch, load_field_state, load_shared_state, load_strict
 from nerfxl.run.strategy import check_processes, model_processes, replicas_of, resolve_strategy, split_field
+from nerfxl.run.strategies import strategy_of
 from nerfxl.trainer import Trainer
 
 __all__ = [  # the loop; the Trainer (nerfxl.trainer) and the run layer's names re-exported for code written against nerfxl.train
@@ -115,8 +116,9 @@ def train(config: TrainConfig, steps_override: int | None = None, devices_overri
         config = dataclasses.replace(config, devices=world)
     model_size = model_processes(config, config.devices)
     config = resolve_strategy(config, model_size)
-    if config.strategy != "plane" or config.blocks is not None:
-        check_processes(config, model_size)  # plane without --blocks: checked once the scene is known
+    strategy = strategy_of(config)
+    if strategy.checkable_before_the_scene(config):  # plane without --blocks: checked once the scene is known
+        strategy.check(config, model_size)
     if config.tile_plan is not None and not Path(config.tile_plan).is_file():
         raise ConfigError(f"--tile-plan {config.tile_plan}: no such file")
     if not resume and config.run_dir is not None:

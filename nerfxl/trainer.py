@@ -48,7 +48,6 @@ from nerfxl.data.sampler import RayBatch, RayBatchSampler, generator_for
 from nerfxl.data.transform import SceneTransform
 from nerfxl.errors import ConfigError, DataError, NerfxlError
 from nerfxl.fields.config import build_radiance_field
-from nerfxl.fields.grid_plane_window import PlaneSplit
 from nerfxl.optim import GridAdam
 from nerfxl.parallel.data_parallel import (
     average_gradients,
@@ -61,23 +60,19 @@ from nerfxl.parallel.data_parallel import (
 from nerfxl.parallel.distributed import (
     DistContext,
     all_gather_tensor,
-    all_reduce_gradients,
     broadcast_bytes,
     broadcast_parameters,
     resolve_device,
     single_process_context,
     split_into_replicas,
 )
-from nerfxl.parallel.partition_based import render_partition_based
-from nerfxl.parallel.sample_based import render_sample_based
-from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.partition.plan import TilePlan
 from nerfxl.renderer import RenderedRays, TiledRenderer
 from nerfxl.run.config import TrainConfig, upsample_resolutions
-from nerfxl.run.layout import JOINT_STRATEGIES, TILE_PLAN_FILE, check_same_split, strategy_state, tile_shard_name
+from nerfxl.run.layout import TILE_PLAN_FILE, check_same_split, strategy_state
 from nerfxl.run.load import load_split
 from nerfxl.run.state import check_tile_plan, load_field_state
-from nerfxl.run.strategy import check_processes, replicas_of, resolve_strategy, split_field
+from nerfxl.run.strategies import strategy_of
 
 __all__ = ["Trainer", "exponential_lr"]
 
@@ -107,6 +102,8 @@ class Trainer:
         replica_ctx: the processes holding the same part of the model in the other replicas, over
             which gradients are averaged (a one-process context without replicas).
         replicas: the number of data-parallel replicas.
+        strategy: how the model is spread over ``ctx`` (:mod:`nerfxl.run.strategies`): which tiles this
+            process holds, how a batch is rendered and the gradients combined, the shards it writes.
     """
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_data: Dataset | None = None,
@@ -114,7 +111,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.world = ctx if ctx is not None else single_process_context(resolve_device(config.device))
-        self.replicas = replicas_of(config, self.world.world_size)
+        self.strategy = strategy_of(config)
+        self.replicas = self.strategy.replicas(config, self.world.world_size)
         self.ctx, self.replica_ctx = split_into_replicas(self.world, self.replicas)
         self.device = self.world.device
         if train_data is None:
@@ -125,8 +123,8 @@ class Trainer:
                 test_data = None  # a dataset without a test split still trains; eval says so
         self.train_data = train_data
         self.test_data = test_data
-        config = self.config = resolve_strategy(config, self.ctx.world_size, train_data.scene_box)
-        check_processes(config, self.ctx.world_size)
+        config = self.config = self.strategy.resolve(config, self.ctx.world_size, train_data.scene_box)
+        self.strategy.check(config, self.ctx.world_size)
         self.transform = SceneTransform.fit_box(train_data.scene_box)
         self.scene_box = self.transform.box(train_data.scene_box.double()).float()
         self.train_cameras = self.transform.cameras(train_data.cameras).to(self.device)
@@ -134,12 +132,10 @@ class Trainer:
 
         self.plan = self._tile_plan()
         tile_boxes = self.transform.box(self.plan.boxes).float()
-        # plane/channel: every process holds its part of the one tile.
-        self.tile_ids = ([0] if config.strategy in JOINT_STRATEGIES
-                         else tiles_of_rank(config.partitions, self.ctx.world_size, self.ctx.rank))
+        self.tile_ids = self.strategy.tile_ids(config.partitions, self.ctx.world_size, self.ctx.rank)
         field_module = build_radiance_field(config.field, tile_boxes, n_images=len(train_data), tile_ids=self.tile_ids,
                                             seed=config.seed)
-        field_module = split_field(field_module, config, self.ctx)
+        field_module = self.strategy.split_field(field_module, config, self.ctx)
         self.renderer = TiledRenderer(field_module, self.scene_box, config.render).to(self.device)
         # The seeded build already makes them equal; the broadcasts make it a guarantee (nerf-xl.md §5):
         # the shared modules within a model, everything this process holds across replicas.
@@ -172,11 +168,8 @@ class Trainer:
             else:
                 from nerfxl.partition.plan import plan_tiles
 
-                shape = None
-                if c.strategy == "branch":
-                    split = PlaneSplit.parse(c.blocks)
-                    shape = (split.nx, split.ny, 1)
-                plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed, grid_shape=shape)
+                plan = plan_tiles(self.train_data, c.partitions, c.partition_method, seed=c.seed,
+                                  grid_shape=self.strategy.plan_grid_shape(c))
             text = json.dumps(plan.to_dict()).encode()
         text = broadcast_bytes(text, self.world)
         return TilePlan.from_dict(json.loads(text))
@@ -224,11 +217,9 @@ class Trainer:
         return generate_rays(self.train_cameras, batch.image_indices, batch.pixels, c2w)
 
     def render(self, rays: RayBundle, stratified: bool, generators, background: Tensor | None) -> RenderedRays:
-        """Render identical rays on every process of the model through the configured exchange."""
-        if self.config.method == "ddp" or self.renderer.field.joint_evaluation:
-            return self.renderer(rays, stratified, generators, background)
-        strategy = render_sample_based if self.config.exchange == "sample" else render_partition_based
-        return strategy(self.renderer, rays, self.ctx, stratified=stratified, generators=generators, background=background)
+        """Render identical rays on every process of the model as the strategy does (NeRF-XL tiles: through
+        the configured exchange)."""
+        return self.strategy.render(self.renderer, rays, self.ctx, self.config, stratified, generators, background)
 
     def background_for(self, rays: RayBundle, generator: torch.Generator) -> Tensor:
         """[R, 3] background colours, identical on every process of the model, differentiable on
@@ -238,7 +229,7 @@ class Trainer:
         all-reduce of shared gradients would count the sky/appearance gradient M times. (Replicas
         have their own rays, and their gradients are averaged.)
         """
-        everywhere = self.config.strategy == "channel"  # see channel_parallel.py
+        everywhere = self.strategy.background_on_every_process  # channel parallel, see channel_parallel.py
         with torch.set_grad_enabled(torch.is_grad_enabled() and (self.ctx.is_main or everywhere)):
             return self.renderer.field.background_colour(rays.directions, rays.image_indices, generator=generator)
 
@@ -297,7 +288,7 @@ class Trainer:
         # One small gather per step: samples and regulariser of every process (load balance, true loss).
         local = torch.tensor([[float(out.n_samples), float(regulariser.detach())]], dtype=torch.float64, device=self.device)
         per_rank = all_gather_tensor(local, self.ctx).cpu()
-        if self.renderer.field.joint_evaluation:  # every process marched every sample
+        if self.strategy.joint:  # every process marched every sample
             stats["samples"] = stats["samples_max_rank"] = float(per_rank[0, 0])
         else:
             stats["samples"] = float(per_rank[:, 0].sum())
@@ -333,10 +324,7 @@ class Trainer:
                               f"(last good checkpoint: {latest_checkpoint(self.run_dir) or 'none'})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.renderer.field.joint_evaluation:
-            self.renderer.field.sync_gradients()
-        else:
-            all_reduce_gradients(list(self.renderer.field.shared_parameters()), self.ctx, op="sum")
+        self.strategy.reduce_gradients(self.renderer.field, self.ctx)  # the whole model's gradients
         average_gradients(self.renderer.field, self.replica_ctx)  # the identity without replicas
         self.optimizer.step()
         return stats
@@ -369,7 +357,7 @@ class Trainer:
     @property
     def shard_names(self) -> dict[int, str]:
         """Held tile k → the name of the checkpoint shard this process writes for it."""
-        return {k: tile_shard_name(k, self.config.strategy, self.ctx.rank) for k in self.tile_ids}
+        return {k: self.strategy.shard_name(k, self.ctx.rank) for k in self.tile_ids}
 
     def save(self) -> Path:
         """Checkpoint the current step (every process must call it at the same step)."""

@@ -21,8 +21,7 @@ def scene_info(run, label: str, fetching=None, processes: int = 1) -> SceneInfo:
     from nerfxl.checkpoint import load_checkpoint
     from nerfxl.data.boxes import union_box
     from nerfxl.errors import NerfxlError
-    from nerfxl.fields.grid_plane_window import PlaneSplit
-    from nerfxl.run.layout import saved_strategy
+    from nerfxl.run.layout import checkpoint_strategy, saved_strategy
     from nerfxl.run.load import load_split
     from nerfxl.viewer.camera import up_direction
     from nerfxl.viewer.overlays import block_boxes, tile_owners
@@ -31,14 +30,12 @@ def scene_info(run, label: str, fetching=None, processes: int = 1) -> SceneInfo:
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float64)
     scene_box = union_box(boxes).numpy()
     z_range = (float(scene_box[0, 2]), float(scene_box[1, 2]))
-    strategy = saved_strategy(state)
     blocks = fetch = None
     if fetching is not None:
         layout = fetching.layout
         blocks = block_boxes(layout.xy_min, layout.xy_max, layout.split.nx, layout.split.ny, z_range)
         fetch = FetchGeometry(layout.xy_min, layout.block_size, fetching.fetcher.n, z_range)
-    elif strategy["name"] == "plane" and strategy.get("blocks"):
-        split = PlaneSplit.parse(strategy["blocks"])
+    elif (split := checkpoint_strategy(state).block_split(saved_strategy(state))) is not None:  # plane windows
         blocks = block_boxes(scene_box[0, :2], scene_box[1, :2], split.nx, split.ny, z_range)
     # The processes holding the tiles: this view's, else the ones that trained them.
     owners = tile_owners(len(boxes), processes if processes > 1 else max(1, int(run.config.devices)))

@@ -29,7 +29,7 @@ from nerfxl.fields.config import build_radiance_field
 from nerfxl.fields.grid_plane_window import PlaneSplit
 from nerfxl.parallel.distributed import resolve_device
 from nerfxl.renderer import TiledRenderer
-from nerfxl.run.layout import saved_strategy, tile_shard_name
+from nerfxl.run.layout import checkpoint_strategy, saved_strategy, tile_shard_name
 from nerfxl.run.load import run_checkpoint
 from nerfxl.run.state import describe_state_mismatch, load_shared_state, load_strict
 from nerfxl.run.trained import TrainedRun
@@ -94,23 +94,12 @@ def load_for_fetching(run_dir: Path, neighbourhood: int = 3, blocks: str | None 
     if int(state["n_tiles"]) == 1 and (g.type != "plane-line" or g.mode != "ground"):
         raise ConfigError(f"{run_dir}: dynamic fetching streams blocks of a ground plane; this run's grid is "
                           f"{g.type} ({g.mode}) — train with --field.grid.mode ground")
-    strategy = saved_strategy(state)
-    if int(state["n_tiles"]) > 1 and strategy["name"] in ("tiles", "branch"):
+    strategy = checkpoint_strategy(state)
+    if int(state["n_tiles"]) > 1 and not strategy.joint:  # whole tiles are the unit
         return _load_tiles_for_fetching(run_dir, config, ckpt, state, neighbourhood, blocks, device, store, overlap,
                                         camera_limits, ctx)
-    if strategy["name"] == "plane":
-        split = PlaneSplit.parse(strategy["blocks"])
-        if blocks is not None and PlaneSplit.parse(blocks) != split:
-            raise ConfigError(f"{run_dir}: the run is cut into {split} blocks, not {PlaneSplit.parse(blocks)}; "
-                              f"`nerfxl merge` it first to cut it another way")
-        tile_shard, per_block = tile_shard_name(0, "plane", 0), True
-    elif strategy["name"] == "tiles":
-        if blocks is None:
-            raise ConfigError(f"{run_dir}: pass --blocks NXxNY to cut the model into blocks for fetching")
-        split = PlaneSplit.parse(blocks)
-        tile_shard, per_block = tile_shard_name(0), False
-    else:
-        raise ConfigError(f"{run_dir}: a {strategy['name']}-parallel run; `nerfxl merge` it first")
+    # One tile cut into blocks: a plane-parallel run's windows, or a one-tile run cut by --blocks.
+    split, tile_shard, per_block = strategy.fetch_blocks(saved_strategy(state), blocks, str(run_dir))
 
     shapes, handle = _read_header(ckpt / f"{tile_shard}.safetensors")
     plane_names = [k for k in shapes if k.startswith(("grid.density_planes.", "grid.appearance_planes."))]

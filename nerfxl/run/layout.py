@@ -13,9 +13,12 @@ from pathlib import Path
 from nerfxl.errors import CheckpointError
 
 from .config import Strategy, TrainConfig
+from .strategies import STRATEGIES, strategy_named, strategy_of
 
 TILE_PLAN_FILE = "tiles.json"
-JOINT_STRATEGIES = ("plane", "channel")  # every process holds a part of every tile and renders every ray
+JOINT_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.joint)
+"""("plane", "channel"): every process holds a part of every tile and renders every ray (kept for code
+written against it; ask a strategy's ``joint`` instead)."""
 
 
 def new_run_dir(config: TrainConfig, data_path: Path) -> Path:
@@ -39,17 +42,12 @@ def run_name(config: TrainConfig, data_path: Path) -> str:
 
 def tile_shard_name(k: int, strategy: Strategy = "tiles", rank: int = 0) -> str:
     """Checkpoint shard of tile k; with plane/channel parallel, of process ``rank``'s part of it."""
-    if strategy == "plane":
-        return f"tile-{int(k):03d}-window-{int(rank):03d}"
-    if strategy == "channel":
-        return f"tile-{int(k):03d}-channels-{int(rank):03d}"
-    return f"tile-{int(k):03d}"
+    return strategy_named(strategy).shard_name(k, rank)
 
 
 def strategy_state(config: TrainConfig, world_size: int) -> dict:
     """How a checkpoint's tiles are cut into shards (state.json's ``strategy``)."""
-    parts = world_size if config.strategy in JOINT_STRATEGIES else 1
-    return {"name": config.strategy, "parts": parts, "blocks": config.blocks}
+    return {"name": config.strategy, "parts": strategy_of(config).parts(world_size), "blocks": config.blocks}
 
 
 def saved_strategy(state: dict) -> dict:
@@ -57,12 +55,15 @@ def saved_strategy(state: dict) -> dict:
     return state.get("strategy", {"name": "tiles", "parts": 1, "blocks": None})
 
 
+def checkpoint_strategy(state: dict):
+    """The :class:`~.strategies.Strategy` a checkpoint's tiles are cut by (its ``strategy`` entry's)."""
+    return strategy_named(saved_strategy(state)["name"])
+
+
 def expected_shards(state: dict) -> set[str]:
     """The shard names a checkpoint of ``state``'s strategy holds."""
-    strategy = saved_strategy(state)
-    if strategy["name"] in JOINT_STRATEGIES:
-        return {"shared", *(tile_shard_name(0, strategy["name"], r) for r in range(int(strategy["parts"])))}
-    return {"shared", *(tile_shard_name(k) for k in range(int(state["n_tiles"])))}
+    parts = int(saved_strategy(state)["parts"])
+    return {"shared", *checkpoint_strategy(state).shard_names(int(state["n_tiles"]), parts)}
 
 
 def check_same_split(state: dict, config: TrainConfig, world_size: int, path: Path) -> None:

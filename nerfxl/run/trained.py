@@ -16,11 +16,10 @@ from nerfxl.data.boxes import union_box
 from nerfxl.data.transform import SceneTransform
 from nerfxl.fields.config import build_radiance_field
 from nerfxl.parallel.distributed import DistContext, resolve_device
-from nerfxl.parallel.tiles import tiles_of_rank
 from nerfxl.renderer import TiledRenderer
 
 from .config import TrainConfig
-from .layout import JOINT_STRATEGIES, saved_strategy, tile_shard_name
+from .layout import checkpoint_strategy, saved_strategy, tile_shard_name
 from .load import run_checkpoint
 from .parts import read_merged_tile
 from .state import load_field_state
@@ -49,11 +48,12 @@ def load_trained(run_dir: Path, device: str = "auto", checkpoint: Path | None = 
     config, ckpt, state = run_checkpoint(run_dir, checkpoint)
     boxes = torch.tensor(state["tile_boxes"], dtype=torch.float32)
     scene_box = union_box(boxes)
-    if saved_strategy(state)["name"] in JOINT_STRATEGIES:
+    strategy = checkpoint_strategy(state)
+    if strategy.joint:
         renderer = _load_parts(config, ckpt, state, boxes, scene_box, ctx)
     else:
         world, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
-        tile_ids = tiles_of_rank(int(state["n_tiles"]), world, rank)
+        tile_ids = strategy.tile_ids(int(state["n_tiles"]), world, rank)
         shards, state = load_checkpoint(ckpt, shard_names=["shared", *[tile_shard_name(k) for k in tile_ids]])
         field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=tile_ids)
         if prepare_field is not None:
@@ -74,7 +74,7 @@ def _load_parts(config: TrainConfig, ckpt: Path, state: dict, boxes: Tensor, sce
     field_module = build_radiance_field(config.field, boxes, n_images=int(state["n_train_images"]), tile_ids=[0])
     if world == int(strategy["parts"]):
         field_module = split_field(field_module, dataclasses.replace(config, blocks=strategy.get("blocks")), ctx)
-        name = tile_shard_name(0, strategy["name"], rank)
+        name = checkpoint_strategy(state).shard_name(0, rank)
         shards, state = load_checkpoint(ckpt, shard_names=["shared", name])
         renderer = TiledRenderer(field_module, scene_box, config.render)
         load_field_state(renderer, shards, state, ckpt, {0: name})

@@ -86,7 +86,7 @@ def training_scene(trainer) -> SceneInfo:
 
     boxes = trainer.transform.box(trainer.plan.boxes.double()).numpy()
     cameras = trainer.train_cameras.to("cpu")
-    processes = trainer.ctx.world_size if trainer.config.strategy == "tiles" else 1
+    processes = 1 if trainer.strategy.joint else trainer.ctx.world_size  # plane, channel: every process holds every tile
     return SceneInfo(run_dir=trainer.run_dir, transform=trainer.transform, scene_box=trainer.scene_box.double().cpu().numpy(),
                      tile_boxes=boxes, owners=tile_owners(len(boxes), processes), cameras=cameras,
                      up=up_direction(cameras), n_train_images=len(trainer.train_data),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+import nerfxl.run.strategies.tiles as tiles_strategy
 import nerfxl.trainer as trainer_module
 # Single-threaded kernels, as in every spawned rank (and restored afterwards in this process).
 from nerfxl.data.city.generate import single_threaded as one_thread
@@ -58,7 +59,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
         trainer.renderer.query_tile = counting_query_tile
 
         # Gradients as train_step sees them, just before and just after its all-reduce of shared ones.
-        real_all_reduce = trainer_module.all_reduce_gradients
+        real_all_reduce = tiles_strategy.all_reduce_gradients
         step_now = [-1]
 
         def recording_all_reduce(params, rctx, op="sum"):
@@ -74,7 +75,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
                     "tiles": {k: _clone_grads(field.tile(k).named_parameters()) for k in trainer.tile_ids},
                 }
 
-        trainer_module.all_reduce_gradients = recording_all_reduce
+        tiles_strategy.all_reduce_gradients = recording_all_reduce  # Tiles.reduce_gradients calls it
         try:
             for step in range(steps):
                 step_now[0] = step
@@ -85,7 +86,7 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
                 out["samples"].append(stats["samples"])
                 out["samples_max_rank"].append(stats["samples_max_rank"])
         finally:
-            trainer_module.all_reduce_gradients = real_all_reduce
+            tiles_strategy.all_reduce_gradients = real_all_reduce
         out["tiles"] = {k: {n: p.detach().clone() for n, p in field.tile(k).named_parameters()}
                         for k in trainer.tile_ids}
         out["shared"] = {n: p.detach().clone() for n, p in field.named_shared_parameters()}
