@@ -323,7 +323,8 @@ class Trainer:
             raise NerfxlError(f"loss became {stats['loss']} at step {step}; stopping "
                               f"(last good checkpoint: {latest_checkpoint(self.run_dir) or 'none'})")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss.requires_grad:  # not when no sample survived anywhere and nothing else is trained
+            loss.backward()
         self.strategy.reduce_gradients(self.renderer.field, self.ctx)  # the whole model's gradients
         average_gradients(self.renderer.field, self.replica_ctx)  # the identity without replicas
         self.optimizer.step()

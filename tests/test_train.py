@@ -145,3 +145,17 @@ def test_a_given_tile_plan_is_used_and_a_wrong_one_leaves_nothing_behind(tiny_ci
     assert not (tmp_path / "bad").exists()
     run = train(tiny_config(tiny_city, tmp_path / "out", steps=2, partitions=2, tile_plan=tmp_path / "plan.json"))
     assert torch.equal(TilePlan.load(run / "tiles.json").boxes, plan.boxes)
+
+
+def test_a_step_in_which_every_sample_is_pruned_trains_nothing_and_goes_on(tiny_city, tmp_path):
+    """A tile without samples is not evaluated; with no background model either, the loss has no
+    gradient at all. The step must then leave every parameter as it was, not fail."""
+    config = tiny_config(tiny_city, tmp_path, steps=3)
+    config = dataclasses.replace(
+        config, field=dataclasses.replace(config.field, background="white"),
+        render=dataclasses.replace(config.render, prune_alpha_threshold=0.999, prune_alpha_after=0))
+    trainer = Trainer(config, tmp_path / "run")
+    before = {n: p.detach().clone() for n, p in trainer.renderer.field.named_parameters()}
+    stats = trainer.train_step(1)
+    assert stats["samples"] == 0 and math.isfinite(stats["loss"])
+    assert all(torch.equal(p, before[n]) for n, p in trainer.renderer.field.named_parameters())
