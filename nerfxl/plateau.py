@@ -17,6 +17,7 @@ CONVERGENCE_FILE = "convergence.json"
 """Written into a run folder trained with a plateau rule: steps used, whether it converged, the last
 gain and window PSNR."""
 
+
 def psnr_of_mse(mse: float) -> float:
     """PSNR in dB of a mean squared error on [0, 1] colours."""
     return -10.0 * math.log10(max(mse, 1e-10))
@@ -31,17 +32,16 @@ class PlateauRule:
 
     window: int
     min_gain_db: float = 0.05
-    _errors: deque = field(default_factory=deque, init=False, repr=False)
+    _errors: deque = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be ≥ 1 step, got {self.window}")
+        self._errors = deque(maxlen=2 * self.window)  # the two windows compared
 
     def observe(self, mse: float) -> bool:
         """Record one step's training MSE; True when the last two windows show a plateau."""
         self._errors.append(float(mse))
-        if len(self._errors) > 2 * self.window:
-            self._errors.popleft()
         return len(self._errors) == 2 * self.window and self.gain_db() < self.min_gain_db
 
     def gain_db(self) -> float:

@@ -89,20 +89,15 @@ class RenderedRays:
     n_samples: int
 
 
-def occupancy_resolution_for(box: Tensor, longest: int, reference_box: Tensor | None = None) -> tuple[int, int, int]:
-    """Cells per axis of ``box``'s occupancy grid, so cells are (nearly) cubic: ``longest`` cells along
-    the longest side of ``reference_box`` (default: ``box`` itself), rounded up per axis so the cells
-    tile ``box`` exactly (a tile's cells may be slightly smaller than the reference size)."""
-    reference = box if reference_box is None else reference_box
-    cell = float((reference[1] - reference[0]).max()) / longest
-    extent = (box[1] - box[0]).tolist()
-    return tuple(max(1, math.ceil(e / cell - 1e-6)) for e in extent)  # type: ignore[return-value]
-
-
 def tile_occupancy_resolution(tile_box: Tensor, scene_box: Tensor, config: RenderConfig) -> tuple[int, int, int]:
-    """Cells per axis of one tile's occupancy grid under ``config.occupancy_cells_over``."""
-    reference = scene_box if config.occupancy_cells_over == "scene" else None
-    return occupancy_resolution_for(tile_box, config.occupancy_resolution, reference)
+    """Cells per axis of one tile's occupancy grid, (nearly) cubic: ``config.occupancy_resolution``
+    cells along the longest side of the scene box (``occupancy_cells_over="scene"``) or of the tile's
+    own box ("tile"), rounded up per axis so the cells tile the box exactly (a tile's cells may be
+    slightly smaller than the reference size)."""
+    reference = scene_box if config.occupancy_cells_over == "scene" else tile_box
+    cell = float((reference[1] - reference[0]).max()) / config.occupancy_resolution
+    extent = (tile_box[1] - tile_box[0]).tolist()
+    return tuple(max(1, math.ceil(e / cell - 1e-6)) for e in extent)  # type: ignore[return-value]
 
 
 TileGenerators = Optional[Callable[[int], Optional[torch.Generator]]]

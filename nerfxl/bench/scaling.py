@@ -268,6 +268,7 @@ def run_one(study: Scaling, k: int, method: Method, protocol: Protocol = "paper"
     # NeRF-XL's K tiles share each ray; independent models each draw their own batch_rays // K.
     rays_per_iteration = config.batch_rays * (k if independent else 1)
     convergence = read_convergence(Path(run_dir))
+    steps = convergence["steps"] or config.steps  # the steps a plateau rule left, or all of them
     return {
         "protocol": protocol,
         "k": k,
@@ -288,9 +289,9 @@ def run_one(study: Scaling, k: int, method: Method, protocol: Protocol = "paper"
         "models": models,
         "rays_per_model_per_iteration": config.batch_rays,
         "rays_per_iteration": rays_per_iteration,
-        "steps": convergence["steps"] or config.steps,
+        "steps": steps,
         "train_seconds": train_seconds,
-        "rays_per_s": rays_per_iteration * (convergence["steps"] or config.steps) / train_seconds,
+        "rays_per_s": rays_per_iteration * steps / train_seconds,
         "fraction_outside_tile": fraction_outside(run_dir) if method == "independent-3d" else None,
     }
 
