@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import plan_measure  # noqa: E402  (benchmarks/, on the path above; spawned ranks inherit it)
 
 from nerfxl.presets import TRAIN_PRESETS  # noqa: E402
+from test_cli import assert_one_line_error, run_cli  # noqa: E402
 
 TOLERANCE = 0.10
 JOBS = [  # (K, D, exchange, replicas, checkpoint)
@@ -37,17 +37,6 @@ HELD = ("exchange_bytes_per_step", "gradient_bytes_per_step", "parameter_bytes",
         "occupancy_bytes", "checkpoint_bytes", "activation_bytes")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nerfxl.cli", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
