@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from test_parallel_cli import cli_env
+
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 # Generous: other jobs may share the two cores. A healthy launch pair finishes in well under a minute.
@@ -42,8 +44,6 @@ PEER_GRACE_S = 30
 STEPS = 16
 TRAIN = ("tiny", "--downscale", "2", "--batch-rays", "256", "--partitions", "2", "--log-every", "1",
          "--checkpoint-every", "2", "--field.density-shift", "1.0", "--no-progress")
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
-                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE")
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file() or not hasattr(socket, "if_nameindex")
                                 or "lo" not in [n for _, n in socket.if_nameindex()],
@@ -51,8 +51,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file() or not has
 
 
 def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), out.get("PYTHONPATH", "")) if p)
+    out = cli_env()
     out["GLOO_SOCKET_IFNAME"] = "lo"  # else gloo binds to the address the host name resolves to
     out["OMP_NUM_THREADS"] = "1"  # two ranks on two cores
     return out
