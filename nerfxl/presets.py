@@ -53,6 +53,32 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
             optim=OptimConfig(lr_grid=1e-2, lr_mlp=1e-2),
         ),
     ),
+    "scaling-law": (
+        "A deliberately capacity-starved tile (one 8x8x4 plane-line level, about 2.4 k grid parameters) "
+        "for NeRF-XL's scaling law on the small city: one tile plateaus near 21 dB, so K tiles measure "
+        "capacity, and every run converges in minutes on a 2-core CPU (nerfxl bench scaling --preset "
+        "scaling-law).",
+        TrainConfig(
+            steps=3000,
+            batch_rays=1024,
+            city_size="small",
+            field=FieldConfig(
+                # One coarse level, few channels: the grid, not the shared decoder, bounds what a tile
+                # can represent (the decoder's ~20 k parameters are the same at every K).
+                grid=GridConfig(mode="vm", base_resolution=(8, 8, 4), scales=(1,), density_channels=4,
+                                appearance_channels=12),
+                density_shift=0.0,
+                background="sky",
+            ),
+            render=RenderConfig(samples_per_diagonal=256, occupancy_resolution=128, prune_alpha_after=0),
+            optim=OptimConfig(lr_grid=0.02, lr_mlp=2e-3),
+            loss=LossConfig(distortion=1e-3),
+            plateau_window=200,
+            plateau_min_gain=0.05,
+            eval_every=0,
+            checkpoint_every=1000,
+        ),
+    ),
     "tiny": (
         "A very small model for smoke tests and the test suite (seconds per hundred steps).",
         TrainConfig(

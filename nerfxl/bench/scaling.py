@@ -165,8 +165,9 @@ def run_study(study: Scaling) -> dict:
     """Train and score every (protocol, K, method); returns the results (also in OUTPUT/scaling.json)."""
     results = new_results(study)
     done: dict[str, dict] = {}  # a configuration trained once serves every (protocol, K, method) that asks for it
-    # Protocol by protocol and method by method, so NeRF-XL's curve over every K is known first.
-    for protocol in dict.fromkeys(study.protocols):
+    # Protocol by protocol and method by method, so NeRF-XL's curve over every K is known first; the
+    # speed measurements use the first protocol's models, so they run as soon as those are trained.
+    for index, protocol in enumerate(dict.fromkeys(study.protocols)):
         for method in dict.fromkeys(study.methods):
             for k in sorted(set(study.tiles)):
                 config = train_config(study, k, method, protocol)
@@ -184,6 +185,13 @@ def run_study(study: Scaling) -> dict:
                       f"{entry['train_psnr'] if entry['train_psnr'] is None else round(entry['train_psnr'], 2)} dB, "
                       f"{entry['steps']} steps{' (converged)' if entry['converged'] else ''}, "
                       f"{entry['parameters']:,} parameters, {entry['train_seconds']:.1f} s", flush=True)
+        if index == 0:
+            measure_speeds(results, study)
+    return results
+
+
+def measure_speeds(results: dict, study: Scaling) -> None:
+    """Rendering speed and multi-process training throughput of the first protocol's NeRF-XL models."""
     if study.render_speed:
         results["render_speed"] = measure_render_speed(results, study)
         save_results(results)
@@ -194,7 +202,6 @@ def run_study(study: Scaling) -> dict:
         results.update(measure_throughput(train_config(study, max(study.tiles), "nerfxl"), study.tiles, nerfxl_runs,
                                           study.throughput_steps, Path(study.output) / "throughput"))
         save_results(results)
-    return results
 
 
 def new_results(study: Scaling) -> dict:

@@ -185,8 +185,10 @@ def test_opacity_is_one_minus_product_of_transparencies(opacities, seed):
 def test_rendered_pieces_composite_to_physical_values(data, ray_samples, k):
     segments = render_pieces(pieces(ray_samples, data.draw(cuts(ray_samples, k))))
     out = composite_segments(segments)
-    assert bool(((segments[..., 3] >= 0) & (segments[..., 3] <= 1)).all())
-    assert bool(((out.opacity >= 0) & (out.opacity <= 1 + 1e-15)).all())
+    # A segment's opacity is the float sum Σ w of its weights: at saturated σ (weights summing to 1)
+    # it may pass 1 by a few ulps, as may the composite built from it.
+    assert bool(((segments[..., 3] >= 0) & (segments[..., 3] <= 1 + 1e-12)).all())
+    assert bool(((out.opacity >= 0) & (out.opacity <= 1 + 1e-12)).all())
     # Premultiplied colours of [0, 1] samples lie in [0, A]; the expected depth D / A lies within
     # the ray's samples.
     assert bool(((out.rgb >= 0) & (out.rgb <= out.opacity[:, None] + 1e-12)).all())
