@@ -4,7 +4,7 @@ This is the single-process form of NeRF-XL's partition-based rendering (nerf-xl.
 renders its own segment of each ray into a [n_rays, 6] block and the blocks are composited front to
 back. With one tile it is ordinary volume rendering. A renderer may hold only some of the K tiles
 (a device's share); the distributed strategies in :mod:`nerfxl.parallel` reuse
-:meth:`TiledRenderer.render_local_tiles` / :meth:`TiledRenderer.query_tile` and only change where the
+:meth:`TiledRenderer.render_local_tiles` / :meth:`TiledRenderer.query_tiles` and only change where the
 other tiles' blocks or samples come from.
 
 Random draws (sample jitter, occupancy refreshes) come from one generator *per tile*, so a tile
@@ -24,7 +24,7 @@ from nerfxl.data.boxes import intersect_rays_boxes
 from nerfxl.data.rays import RayBundle
 from nerfxl.rendering.occupancy import OccupancyGrid
 from nerfxl.rendering.pruning import contributing_samples, select_samples
-from nerfxl.rendering.sampling import PackedSamples, march_rays_in_box
+from nerfxl.rendering.sampling import PackedSamples, march_rays_in_boxes
 from nerfxl.rendering.segments import (
     SEGMENT_WIDTH,
     CompositedRays,
@@ -173,17 +173,30 @@ class TiledRenderer(nn.Module):
                 generator=None if generators is None else generators(k),
             )
 
-    def sample_tile(self, k: int, rays: RayBundle, stratified: bool, generator: torch.Generator | None = None) -> PackedSamples:
-        return march_rays_in_box(
-            rays.origins,
-            rays.directions,
-            self.field.tile(k).box,
-            self.step_size,
-            occupancy=self.occupancy_grid(k),
-            max_samples_per_ray=self.config.max_samples_per_ray,
-            stratified=stratified,
-            generator=generator,
-        )
+    def contributing_samples_of_tiles(
+        self, tiles: list[int], rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
+    ) -> list[PackedSamples]:
+        """March each of ``tiles`` (all in one pass) and drop the samples that cannot contribute.
+
+        Returns one PackedSamples per tile, sorted by ray then t."""
+        marched = march_rays_in_boxes(
+            rays.origins, rays.directions, torch.stack([self.field.tile(k).box for k in tiles]), self.step_size,
+            occupancies=[self.occupancy_grid(k) for k in tiles], max_samples_per_ray=self.config.max_samples_per_ray,
+            stratified=stratified, generators=[None if generators is None else generators(k) for k in tiles])
+        c = self.config
+        if c.prune_alpha_threshold <= 0 and c.prune_transmittance_threshold <= 0:
+            return marched
+        alpha_threshold = c.prune_alpha_threshold if self.prune_alpha else 0.0
+        pruned = []
+        for k, samples in zip(tiles, marched):
+            if samples.n_samples:
+                with torch.no_grad():
+                    sigmas = self.field.tile_density(k, sample_positions(rays, samples))
+                    keep = contributing_samples(samples, sigmas, len(rays), alpha_threshold,
+                                                c.prune_transmittance_threshold)
+                samples = select_samples(samples, keep)
+            pruned.append(samples)
+        return pruned
 
     def query_tile(
         self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None
@@ -194,23 +207,27 @@ class TiledRenderer(nn.Module):
             (samples sorted by ray then t, sigmas [S], rgbs [S, 3]); sigmas/rgbs are
             differentiable w.r.t. tile k's and the shared parameters.
         """
-        samples = self.sample_tile(k, rays, stratified, generator)
-        c = self.config
-        if samples.n_samples and (c.prune_alpha_threshold > 0 or c.prune_transmittance_threshold > 0):
-            with torch.no_grad():
-                sigmas = self.field.tile_density(k, sample_positions(rays, samples))
-                alpha_threshold = c.prune_alpha_threshold if self.prune_alpha else 0.0
-                keep = contributing_samples(samples, sigmas, len(rays), alpha_threshold, c.prune_transmittance_threshold)
-            samples = select_samples(samples, keep)
-        if samples.n_samples == 0:
-            # No sample, no field call: a tile no ray reaches costs nothing but its marching set-up,
-            # and its parameters get no gradient (None), so the optimizer skips them.
-            empty = rays.origins.new_zeros(0)
-            return samples, empty, rays.origins.new_zeros(0, 3)
-        ri = samples.ray_indices
-        positions = sample_positions(rays, samples)
-        sigmas, rgbs = self.field.query(k, positions, rays.directions[ri], rays.image_indices[ri])
-        return samples, sigmas, rgbs
+        return self.query_tiles([k], rays, stratified, lambda _: generator)[0]
+
+    def query_tiles(
+        self, tiles: list[int], rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
+    ) -> list[tuple[PackedSamples, Tensor, Tensor]]:
+        """:meth:`query_tile` for each of ``tiles``, with one field call for all of them (the shared
+        decoder then runs once per batch, not once per tile: see ``RadianceField.query_tiles``).
+
+        A tile no sample reaches costs its marching set-up only: no field call, and its parameters get
+        no gradient (None), so the optimizer skips them. Its jitter is still drawn, from its own
+        generator, so the draws do not depend on which other tiles are queried with it."""
+        marched = self.contributing_samples_of_tiles(tiles, rays, stratified, generators)
+        reached = [(k, samples) for k, samples in zip(tiles, marched) if samples.n_samples]
+        evaluated = iter(self.field.query_tiles(
+            [k for k, _ in reached],
+            [sample_positions(rays, samples) for _, samples in reached],
+            [rays.directions[samples.ray_indices] for _, samples in reached],
+            [rays.image_indices[samples.ray_indices] for _, samples in reached],
+        ) if reached else ())
+        empty = rays.origins.new_zeros(0), rays.origins.new_zeros(0, 3)
+        return [(samples, *(next(evaluated) if samples.n_samples else empty)) for samples in marched]
 
     def render_tile(
         self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None
@@ -221,9 +238,28 @@ class TiledRenderer(nn.Module):
             ([R, 6] segment block — colour, opacity, depth numerator, distortion — zeros for rays
             that miss the tile), number of samples evaluated.
         """
-        samples, sigmas, rgbs = self.query_tile(k, rays, stratified, generator)
-        block = render_segments(samples.t_starts, samples.t_ends, sigmas, rgbs, samples.ray_indices, len(rays))
-        return block, samples.n_samples
+        blocks, n_samples = self.render_tiles([k], rays, stratified, lambda _: generator)
+        return blocks[0], n_samples
+
+    def render_tiles(
+        self, tiles: list[int], rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
+    ) -> tuple[Tensor, int]:
+        """Segments of every ray in each of ``tiles``: ([len(tiles), R, 6] blocks, samples evaluated).
+
+        All tiles' segments are rendered in one :func:`render_segments` call: segment (slot i, ray r)
+        is packed "ray" i·R + r. The within-ray scans and sums see each segment's samples alone, so
+        this gives what one call per tile gives."""
+        queried = self.query_tiles(tiles, rays, stratified, generators)
+        n_rays = len(rays)
+        blocks = render_segments(
+            torch.cat([samples.t_starts for samples, _, _ in queried]),
+            torch.cat([samples.t_ends for samples, _, _ in queried]),
+            torch.cat([sigmas for _, sigmas, _ in queried]),
+            torch.cat([rgbs for _, _, rgbs in queried]),
+            torch.cat([samples.ray_indices + slot * n_rays for slot, (samples, _, _) in enumerate(queried)]),
+            len(tiles) * n_rays,
+        )
+        return blocks.view(len(tiles), n_rays, SEGMENT_WIDTH), sum(samples.n_samples for samples, _, _ in queried)
 
     def render_local_tiles(
         self, rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
@@ -233,12 +269,7 @@ class TiledRenderer(nn.Module):
         Returns:
             ([n_held, R, 6] blocks in slot order, samples evaluated over the held tiles).
         """
-        blocks, n_samples = [], 0
-        for k in self.tile_ids:
-            block, n = self.render_tile(k, rays, stratified, None if generators is None else generators(k))
-            blocks.append(block)
-            n_samples += n
-        return torch.stack(blocks), n_samples
+        return self.render_tiles(list(self.tile_ids), rays, stratified, generators)
 
     def tile_order(self, rays: RayBundle) -> Tensor:
         """[R, K] front-to-back order of the tiles along each ray (missed tiles last)."""

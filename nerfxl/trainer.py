@@ -184,8 +184,9 @@ class Trainer:
             if params:
                 groups.append({"params": params, "lr": lrs[name], "name": name, "base_lr": lrs[name],
                                "sparse": name == "grids" and o.grid_updates == "sparse"})
-        # foreach: one fused kernel per group instead of a Python loop over tensors (CPU too).
-        return GridAdam(groups, eps=o.eps, foreach=True)
+        # fused: one kernel per tensor for the whole Adam update (CPU and CUDA); with K tiles' many
+        # small tensors, foreach's op-by-op loop cost 10 % of a K = 64 step on the CPU.
+        return GridAdam(groups, eps=o.eps, fused=True)
 
     def _set_lr(self, step: int) -> None:
         o = self.config.optim

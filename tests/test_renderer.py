@@ -33,6 +33,6 @@ def test_a_tile_no_ray_enters_is_not_evaluated_and_gets_no_gradient():
     assert all(p.grad is not None for p in renderer.field.tile(0).grid_parameters())
     # The empty tile's generator advanced as if it had marched (a resumed run draws the same numbers).
     g, drawn = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    renderer.sample_tile(1, rays, stratified=True, generator=g)
+    renderer.contributing_samples_of_tiles([1], rays, stratified=True, generators=lambda _: g)
     torch.rand(n, generator=drawn)
     assert torch.equal(g.get_state(), drawn.get_state())

@@ -151,9 +151,29 @@ class RadianceField(nn.Module):
             sigmas [N] and rgbs [N, 3].
         """
         sigmas, features = self.tile(k)(positions)
-        app = self.appearance_embedding(image_indices, positions.shape[0])
-        rgbs = self.decoder(features, F.normalize(directions, dim=-1), app)
-        return sigmas, rgbs
+        return sigmas, self.decode(features, directions, image_indices)
+
+    def query_tiles(self, tiles: Sequence[int], positions: Sequence[Tensor], directions: Sequence[Tensor],
+                    image_indices: Sequence[Tensor | None]) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`query` of several tiles' samples, with one decoder call for all of them.
+
+        Args: one entry per tile in each sequence: global index, [N_i, 3] positions, [N_i, 3]
+        directions, [N_i] image indices (None anywhere: the zero embedding for all). Returns ``[(sigmas [N_i], rgbs [N_i, 3]), ...]``.
+
+        The decoder is shared, so K tiles' features are decoded as one batch instead of K small ones
+        (its rows do not interact: the result is the per-tile one)."""
+        if len(tiles) == 1:
+            return [self.query(tiles[0], positions[0], directions[0], image_indices[0])]
+        evaluated = [self.tile(k)(p) for k, p in zip(tiles, positions)]
+        sizes = [p.shape[0] for p in positions]
+        ids = None if any(i is None for i in image_indices) else torch.cat(list(image_indices))
+        rgbs = self.decode(torch.cat([f for _, f in evaluated]), torch.cat(list(directions)), ids)
+        return [(sigmas, colours) for (sigmas, _), colours in zip(evaluated, rgbs.split(sizes))]
+
+    def decode(self, features: Tensor, directions: Tensor, image_indices: Tensor | None = None) -> Tensor:
+        """rgbs [N, 3] of tile features [N, F] seen along directions [N, 3] (normalised here)."""
+        app = self.appearance_embedding(image_indices, features.shape[0])
+        return self.decoder(features, F.normalize(directions, dim=-1), app)
 
     def background_colour(self, directions: Tensor, image_indices: Tensor | None = None,
                           generator: torch.Generator | None = None) -> Tensor:

@@ -30,9 +30,7 @@ def render_sample_based(
     """Same contract as :func:`nerfxl.parallel.partition_based.render_partition_based`."""
     check_ownership(renderer, ctx)
     rows, ray_ids, n_samples = [], [], 0
-    for k in renderer.tile_ids:
-        generator = None if generators is None else generators(k)
-        samples, sigmas, rgbs = renderer.query_tile(k, rays, stratified, generator)
+    for samples, sigmas, rgbs in renderer.query_tiles(list(renderer.tile_ids), rays, stratified, generators):
         rows.append(torch.cat([samples.t_starts[:, None], samples.t_ends[:, None], sigmas[:, None], rgbs], dim=-1))
         ray_ids.append(samples.ray_indices)
         n_samples += samples.n_samples

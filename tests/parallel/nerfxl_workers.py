@@ -48,15 +48,16 @@ def train_and_record(ctx: DistContext, config, run_dir: str, steps: int, grad_st
                "losses": [], "samples": [], "samples_max_rank": [],
                "tile_samples": {k: [] for k in trainer.tile_ids}, "grads": {}}
 
-        # Samples each held tile evaluates (query_tile serves both exchanges, once per tile and step).
-        query_tile = trainer.renderer.query_tile
+        # Samples each held tile evaluates (query_tiles serves both exchanges, once per step).
+        query_tiles = trainer.renderer.query_tiles
 
-        def counting_query_tile(k, *args, **kwargs):
-            result = query_tile(k, *args, **kwargs)
-            out["tile_samples"][int(k)][-1] += result[0].n_samples
-            return result
+        def counting_query_tiles(tiles, *args, **kwargs):
+            results = query_tiles(tiles, *args, **kwargs)
+            for k, (samples, _, _) in zip(tiles, results):
+                out["tile_samples"][int(k)][-1] += samples.n_samples
+            return results
 
-        trainer.renderer.query_tile = counting_query_tile
+        trainer.renderer.query_tiles = counting_query_tiles
 
         # Gradients as train_step sees them, just before and just after its all-reduce of shared ones.
         real_all_reduce = tiles_strategy.all_reduce_gradients

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from viewer_workers import FakeClient  # noqa: E402
 
+import nerfxl.renderer as renderer_module  # noqa: E402
 from nerfxl.parallel.launch import launch  # noqa: E402
 from nerfxl.presets import TRAIN_PRESETS  # noqa: E402
 from nerfxl.data.camera_paths import look_at  # noqa: E402
@@ -110,20 +111,20 @@ def test_background_and_output_choices(model4):
     want = render_image(model4.renderer, cameras, 0)
     torch.testing.assert_close(trained.rgb, want["rgb"].reshape(-1, 3), atol=1e-6, rtol=0)
     counted = []
-    sample_tile = model4.renderer.sample_tile
+    march = renderer_module.march_rays_in_boxes
 
-    def counting(*args, **kwargs):
-        samples = sample_tile(*args, **kwargs)
-        counted.append(len(samples.ray_indices))
-        return samples
+    def counting(*args, **kwargs):  # the samples marched, before pruning
+        marched = march(*args, **kwargs)
+        counted.extend(s.n_samples for s in marched)
+        return marched
 
-    model4.renderer.sample_tile = counting
+    renderer_module.march_rays_in_boxes = counting
     try:
         backend.render_rows(cameras, rows, RenderSettings())
         base, counted[:] = sum(counted), []
         backend.render_rows(cameras, rows, RenderSettings(sampling=4.0))
     finally:
-        del model4.renderer.sample_tile
+        renderer_module.march_rays_in_boxes = march
     assert sum(counted) > 3 * base > 0  # four times the samples per ray (the cap grows with them)
     diagonal = float((model4.renderer.scene_box[1] - model4.renderer.scene_box[0]).norm())
     assert model4.renderer.step_size == pytest.approx(diagonal / model4.renderer.config.samples_per_diagonal)
