@@ -36,6 +36,8 @@ METHODS: tuple[Method, ...] = ("nerfxl", "independent-3d", "independent-2d", "dd
 Protocol = Literal["paper", "equal-work"]
 PROTOCOLS: tuple[Protocol, ...] = ("paper", "equal-work")
 RESULTS_FILE = "scaling.json"
+# What nerfxl.bench.throughput.measure_throughput adds to the results (kept by a resumed study).
+THROUGHPUT_KEYS = ("throughput", "throughput_ddp", "exchange", "throughput_skipped")
 # NeRF-XL paper (University4, restated in nerf-xl.md §8): share of a Mega-NeRF-style tile's samples outside
 # its own tile, by K.
 PAPER_FRACTION_OUTSIDE = {2: 0.38, 4: 0.56, 8: 0.62}
@@ -92,12 +94,22 @@ class Scaling:
     (overrides those options)."""
     replot: Optional[Path] = None
     """Train nothing: redraw the plots and print the table of this finished study folder's scaling.json."""
+    resume: Optional[Path] = None
+    """Continue the study in this folder (it becomes --output): the runs and speed measurements its
+    scaling.json already holds are kept when they were made with the same training settings (data,
+    preset, steps, rays, plateau rule, seed, eval views); the rest are trained. A study stopped by
+    Ctrl-C, a lost session or a crash loses only the run it was in."""
 
     def main(self) -> None:
         if self.replot is not None:
             publish(read_results(Path(self.replot)))
             return
         publish(run_study(resolve(self)))
+
+
+# The study settings a finished run depends on: a resumed study keeps runs whose settings match these.
+TRAINING_SETTINGS = ("data", "preset", "steps", "batch_rays", "plateau_window", "plateau_min_gain", "seed",
+                     "eval_views")
 
 
 def publish(results: dict) -> None:
@@ -115,13 +127,13 @@ def publish(results: dict) -> None:
     print(f"wrote {Path(results['output']) / RESULTS_FILE}")
 
 
-def read_results(folder: Path) -> dict:
-    """A finished study's ``folder/scaling.json`` (for --replot), its output pointed at ``folder``."""
+def read_results(folder: Path, option: str = "--replot") -> dict:
+    """A study's ``folder/scaling.json`` (for --replot or --resume), its output pointed at ``folder``."""
     from nerfxl.data.formats.common import read_json
 
     path = folder / RESULTS_FILE
     if not path.is_file():
-        raise ConfigError(f"--replot {folder}: no {RESULTS_FILE} there")
+        raise ConfigError(f"{option} {folder}: no {RESULTS_FILE} there")
     results = read_json(path)
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
         raise ConfigError(f"{path}: not a scaling study's results (no 'runs' list)")
@@ -137,6 +149,10 @@ def resolve(study: Scaling) -> Scaling:
         from nerfxl.data.city import ensure_city
 
         study = dataclasses.replace(study, data=ensure_city("tiny" if study.quick else "large", seed=0))
+    if study.resume is not None:
+        if study.output is not None and Path(study.output) != Path(study.resume):
+            raise ConfigError(f"--resume {study.resume} continues that folder: leave out --output {study.output}")
+        study = dataclasses.replace(study, output=Path(study.resume))
     output = study.output or Path("outputs/bench-scaling") / datetime.now().strftime("%Y-%m-%d_%H%M%S")
     return dataclasses.replace(study, output=Path(output))
 
@@ -165,6 +181,8 @@ def run_study(study: Scaling) -> dict:
     """Train and score every (protocol, K, method); returns the results (also in OUTPUT/scaling.json)."""
     results = new_results(study)
     done: dict[str, dict] = {}  # a configuration trained once serves every (protocol, K, method) that asks for it
+    kept = resumed_results(study)
+    kept_runs = {(r["protocol"], r["k"], r["method"]): r for r in kept.get("runs", [])}
     # Protocol by protocol and method by method, so NeRF-XL's curve over every K is known first; the
     # speed measurements use the first protocol's models, so they run as soon as those are trained.
     for index, protocol in enumerate(dict.fromkeys(study.protocols)):
@@ -175,6 +193,9 @@ def run_study(study: Scaling) -> dict:
                 if key in done:
                     entry = {**done[key], "protocol": protocol, "k": k, "tiles": k, "method": method,
                              "same_run_as": done[key]["name"]}
+                elif (protocol, k, method) in kept_runs:
+                    entry = done[key] = kept_runs[(protocol, k, method)]
+                    print(f"[bench scaling] {protocol} K={k} {method}: kept from the resumed study", flush=True)
                 else:
                     print(f"[bench scaling] {protocol} K={k} {method}: training "
                           f"{'up to ' if study.plateau_window else ''}{study.steps} steps", flush=True)
@@ -186,16 +207,37 @@ def run_study(study: Scaling) -> dict:
                       f"{entry['steps']} steps{' (converged)' if entry['converged'] else ''}, "
                       f"{entry['parameters']:,} parameters, {entry['train_seconds']:.1f} s", flush=True)
         if index == 0:
-            measure_speeds(results, study)
+            measure_speeds(results, study, kept)
     return results
 
 
-def measure_speeds(results: dict, study: Scaling) -> None:
-    """Rendering speed and multi-process training throughput of the first protocol's NeRF-XL models."""
-    if study.render_speed:
+def resumed_results(study: Scaling) -> dict:
+    """What a resumed study keeps of OUTPUT/scaling.json: {} when not resuming or when its training
+    settings differ (then nothing is kept, and the study says so)."""
+    if study.resume is None or not (Path(study.resume) / RESULTS_FILE).is_file():
+        return {}
+    previous = read_results(Path(study.resume), "--resume")
+    ours = new_results(study)["settings"]
+    changed = [name for name in TRAINING_SETTINGS if previous.get("settings", {}).get(name) != ours[name]]
+    if changed:
+        print(f"[bench scaling] --resume {study.resume}: {', '.join(changed)} differ from that study's; "
+              f"training every run again", flush=True)
+        return {}
+    return previous
+
+
+def measure_speeds(results: dict, study: Scaling, kept: dict) -> None:
+    """Rendering speed and multi-process training throughput of the first protocol's NeRF-XL models
+    (those of a resumed study when it measured them)."""
+    if study.render_speed and kept.get("render_speed") and \
+            sorted({r["k"] for r in kept["render_speed"]}) == sorted(set(study.render_speed)):
+        results["render_speed"] = kept["render_speed"]
+    elif study.render_speed:
         results["render_speed"] = measure_render_speed(results, study)
         save_results(results)
-    if study.throughput:
+    if study.throughput and "throughput" in kept:
+        results.update({name: kept[name] for name in THROUGHPUT_KEYS if name in kept})
+    elif study.throughput:
         from nerfxl.bench.throughput import measure_throughput
 
         nerfxl_runs = {r["k"]: Path(r["run_dir"]) for r in results["runs"] if r["method"] == "nerfxl"}

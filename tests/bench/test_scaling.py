@@ -84,6 +84,26 @@ def test_both_protocols_trained_to_a_plateau_in_one_json(tiny_city, tmp_path):
         assert (out / name).stat().st_size > 1000
 
 
+def test_a_resumed_study_keeps_finished_runs_and_trains_the_rest(tiny_city, tmp_path, capsys):
+    out = tmp_path / "study"
+    common = dict(data=tiny_city, tiles=(1, 2), steps=4, batch_rays=64, preset="tiny", eval_views=1,
+                  throughput=False)
+    Scaling(**common, methods=("nerfxl",), output=out).main()  # a study stopped after NeRF-XL's runs
+    first = json.loads((out / "scaling.json").read_text())
+    capsys.readouterr()
+    Scaling(**common, methods=("nerfxl", "independent-2d"), resume=out).main()
+    said = capsys.readouterr().out
+    results = json.loads((out / "scaling.json").read_text())
+    runs = {(r["k"], r["method"]): r for r in results["runs"]}
+    assert set(runs) == {(1, "nerfxl"), (2, "nerfxl"), (1, "independent-2d"), (2, "independent-2d")}
+    for r in first["runs"]:  # kept as they were, not retrained
+        assert runs[r["k"], r["method"]] == r
+    assert said.count("kept from the resumed study") == 2 and "independent-2d: training" in said
+    # Other training settings: nothing is kept.
+    Scaling(**{**common, "steps": 5}, methods=("nerfxl",), resume=out).main()
+    assert "steps differ" in capsys.readouterr().out
+
+
 def test_parameters_grow_with_k_for_nerfxl_not_ddp(study):
     _, results = study
     runs = {(r["k"], r["method"]): r for r in results["runs"]}
