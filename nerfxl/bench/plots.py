@@ -49,7 +49,8 @@ def per_method(runs: list[dict], key: str, label: str, path: Path, log: bool = F
 
 
 def psnr_vs_parameters(runs: list[dict], protocol: str, path: Path) -> Path | None:
-    """Test PSNR against the parameters of all of a method's models (NeRF-XL paper, Fig. 9), K labelled."""
+    """Test PSNR against the parameters of all of a method's models (NeRF-XL paper, Fig. 9), K labelled;
+    NeRF-XL's training PSNR (at convergence, with a plateau rule) dotted beside it."""
     import matplotlib.pyplot as plt
 
     if not runs:
@@ -58,13 +59,19 @@ def psnr_vs_parameters(runs: list[dict], protocol: str, path: Path) -> Path | No
     for method, style in STYLE.items():
         points = sorted((r["parameters"], r["psnr"], r["k"]) for r in runs if r["method"] == method)
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=method)
+            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], style, label=method)
             if method == "nerfxl":
                 for n, psnr, k in points:
                     ax.annotate(f"K={k}", (n, psnr), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                # The capacity argument: what the model fits of its training views at convergence.
+                fitted = sorted((r["parameters"], r["train_psnr"]) for r in runs
+                                if r["method"] == method and r.get("train_psnr") is not None)
+                if fitted:
+                    ax.plot(*zip(*fitted), style.replace("-", ":"), color=line.get_color(), alpha=0.5,
+                            label=f"{method} (train PSNR)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (all models)")
-    ax.set_ylabel(f"test PSNR (dB), {protocol} protocol")
+    ax.set_ylabel(f"PSNR (dB), {protocol} protocol")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
