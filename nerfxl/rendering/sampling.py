@@ -78,58 +78,9 @@ def march_rays_in_box(
     Returns:
         PackedSamples in the dtype of ``origins``; t values carry no gradient.
     """
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    n_rays, dtype, device = origins.shape[0], origins.dtype, origins.device
-    ray_ids = torch.arange(n_rays, device=device)
-
-    t_enter, t_exit, hit = (x[:, 0] for x in intersect_rays_boxes(origins, directions, box.to(origins)))
-    near_t = torch.as_tensor(near, dtype=dtype, device=device).expand(n_rays)
-    far_t = torch.as_tensor(far, dtype=dtype, device=device).expand(n_rays)
-    t0 = torch.maximum(t_enter, near_t)
-    t1 = torch.minimum(t_exit, far_t)
-    # A zero direction "hits" a box around its origin with an astronomically long segment.
-    valid = hit & (t1 > t0) & (directions.abs().amax(dim=-1) > 0)
-
-    if stratified:
-        jitter = torch.rand(n_rays, generator=generator, device=device, dtype=dtype)
-    else:
-        jitter = torch.zeros(n_rays, dtype=dtype, device=device)
-    if not bool(valid.any()):  # after the draw: the generator advances the same whichever box
-        empty = origins.new_zeros(0)
-        return PackedSamples(ray_indices=ray_ids[:0], t_starts=empty, t_ends=empty)
-    # Grid cell indices j with b_j ≤ t0 < ... < t1 ≤ b_last.
-    first = torch.floor((t0 - near_t) / step_size - jitter)
-    last = torch.ceil((t1 - near_t) / step_size - jitter)
-    counts = torch.where(valid, last - first, torch.zeros_like(first)).long()
-    first = torch.where(valid, first, torch.zeros_like(first)).long()
-    if occupancy is None:
-        counts = counts.clamp(max=max_samples_per_ray)
-
-    total = int(counts.sum())
-    ray_indices = torch.repeat_interleave(ray_ids, counts, output_size=total)
-    offsets = torch.cumsum(counts, 0) - counts
-    step_in_ray = torch.arange(total, device=device) - offsets[ray_indices]
-    j = first[ray_indices] + step_in_ray
-    ray_near, ray_jitter = near_t[ray_indices], jitter[ray_indices]
-    # Both ends from the same expression, so consecutive intervals share bit-identical bounds.
-    t_starts = torch.maximum(ray_near + (j.to(dtype) + ray_jitter) * step_size, t0[ray_indices])
-    t_ends = torch.minimum(ray_near + ((j + 1).to(dtype) + ray_jitter) * step_size, t1[ray_indices])
-
-    keep = t_ends > t_starts  # rounding can leave an empty sliver at either end
-    if occupancy is not None:
-        mids = 0.5 * (t_starts + t_ends)
-        positions = origins[ray_indices] + directions[ray_indices] * mids[:, None]
-        # The midpoint is inside the box in exact arithmetic; rounding must not push it out.
-        box_t = box.to(positions)
-        positions = torch.clamp(positions, min=box_t[0], max=box_t[1])
-        keep &= occupancy.query(positions)
-        # Rank of each kept sample within its ray: an integer prefix sum is exact, so a global
-        # cumsum minus the ray's start value is safe here (unlike with floats).
-        kept_before = torch.cumsum(keep, 0) - keep.long()
-        rank = kept_before - kept_before[offsets[ray_indices]]
-        keep &= rank < max_samples_per_ray
-    return PackedSamples(ray_indices=ray_indices[keep], t_starts=t_starts[keep], t_ends=t_ends[keep])
+    return march_rays_in_boxes(origins, directions, box.reshape(1, 2, 3), step_size,
+                               None if occupancy is None else [occupancy], near, far, max_samples_per_ray,
+                               stratified, [generator])[0]
 
 
 @torch.no_grad()
@@ -138,24 +89,27 @@ def march_rays_in_boxes(
     directions: Tensor,
     boxes: Tensor,
     step_size: float,
-    occupancies: Optional[Sequence[OccupancyGrid]] = None,
+    occupancies: Optional[Sequence[OccupancyQuery]] = None,
+    near: Union[float, Tensor] = 0.0,
+    far: Union[float, Tensor] = math.inf,
     max_samples_per_ray: int = 1024,
     stratified: bool = False,
     generators: Optional[Sequence[Optional[torch.Generator]]] = None,
 ) -> list[PackedSamples]:
-    """:func:`march_rays_in_box` through each of B boxes at once (near = 0, far = ∞).
+    """:func:`march_rays_in_box` through each of B boxes at once.
 
     Returns what ``[march_rays_in_box(origins, directions, boxes[b], step_size, occupancies[b], ...,
     generator=generators[b]) for b in range(B)]`` returns, sample for sample and bit for bit: every
     (box, ray) pair goes through the same expressions, and box b's jitter is drawn from
     ``generators[b]`` in box order. What changes is the cost: one pass of vectorised work over all
-    pairs instead of B passes of small kernels, and one lookup in the B occupancy grids packed into
-    one flat array.
+    pairs instead of B passes of small kernels, and (for :class:`OccupancyGrid` s) one lookup in the
+    B grids packed into one flat array.
 
     Args:
         origins, directions: [R, 3].
         boxes: [B, 2, 3] (min corner, max corner) per box.
-        occupancies: one :class:`OccupancyGrid` per box, over that box, or None (keep everything).
+        occupancies: one occupancy query per box, over that box, or None (keep everything).
+        near, far: float or [R] limits on t, the same for every box.
         generators: per box, the random source of its jitter (None entries: the global generator).
     """
     if not step_size > 0:
@@ -166,9 +120,11 @@ def march_rays_in_boxes(
     generators = [None] * n_boxes if generators is None else list(generators)
     t_enter, t_exit, hit = (x.t().reshape(-1) for x in intersect_rays_boxes(origins, directions, boxes))
     # Pair p = b·R + r: box-major, so each box's samples come out contiguous and sorted by ray.
-    near_t = torch.zeros(n_boxes * n_rays, dtype=dtype, device=device)
+    near_t = torch.as_tensor(near, dtype=dtype, device=device).expand(n_rays).repeat(n_boxes)
+    far_t = torch.as_tensor(far, dtype=dtype, device=device).expand(n_rays).repeat(n_boxes)
     t0 = torch.maximum(t_enter, near_t)
-    t1 = torch.minimum(t_exit, near_t.new_full((), math.inf))
+    t1 = torch.minimum(t_exit, far_t)
+    # A zero direction "hits" a box around its origin with an astronomically long segment.
     valid = hit & (t1 > t0) & (directions.abs().amax(dim=-1) > 0).repeat(n_boxes)
     if stratified:
         jitter = torch.cat([torch.rand(n_rays, generator=g, device=device, dtype=dtype) for g in generators])
@@ -178,6 +134,7 @@ def march_rays_in_boxes(
         empty = origins.new_zeros(0)
         none = torch.zeros(0, dtype=torch.long, device=device)
         return [PackedSamples(ray_indices=none, t_starts=empty, t_ends=empty) for _ in range(n_boxes)]
+    # Grid cell indices j with b_j ≤ t0 < ... < t1 ≤ b_last.
     first = torch.floor((t0 - near_t) / step_size - jitter)
     last = torch.ceil((t1 - near_t) / step_size - jitter)
     counts = torch.where(valid, last - first, torch.zeros_like(first)).long()
@@ -191,17 +148,21 @@ def march_rays_in_boxes(
     step_in_ray = torch.arange(total, device=device) - offsets[pairs]
     j = first[pairs] + step_in_ray
     ray_near, ray_jitter = near_t[pairs], jitter[pairs]
+    # Both ends from the same expression, so consecutive intervals share bit-identical bounds.
     t_starts = torch.maximum(ray_near + (j.to(dtype) + ray_jitter) * step_size, t0[pairs])
     t_ends = torch.minimum(ray_near + ((j + 1).to(dtype) + ray_jitter) * step_size, t1[pairs])
     box_of = torch.div(pairs, n_rays, rounding_mode="floor")
     ray_indices = pairs - box_of * n_rays
 
-    keep = t_ends > t_starts
+    keep = t_ends > t_starts  # rounding can leave an empty sliver at either end
     if occupancies is not None:
         mids = 0.5 * (t_starts + t_ends)
         positions = origins[ray_indices] + directions[ray_indices] * mids[:, None]
+        # The midpoint is inside the box in exact arithmetic; rounding must not push it out.
         positions = torch.clamp(positions, min=boxes[box_of, 0], max=boxes[box_of, 1])
-        keep &= query_packed_occupancy(occupancies, positions, box_of)
+        keep &= query_occupancies(occupancies, positions, box_of)
+        # Rank of each kept sample within its ray: an integer prefix sum is exact, so a global
+        # cumsum minus the ray's start value is safe here (unlike with floats).
         kept_before = torch.cumsum(keep, 0) - keep.long()
         rank = kept_before - kept_before[offsets[pairs]]
         keep &= rank < max_samples_per_ray
@@ -209,6 +170,16 @@ def march_rays_in_boxes(
     sizes = torch.bincount(box_of, minlength=n_boxes).tolist()
     return [PackedSamples(ray_indices=r, t_starts=s, t_ends=e) for r, s, e in
             zip(ray_indices[keep].split(sizes), t_starts[keep].split(sizes), t_ends[keep].split(sizes))]
+
+
+def query_occupancies(occupancies: Sequence[OccupancyQuery], positions: Tensor, box_of: Tensor) -> Tensor:
+    """bool [N]: ``occupancies[box_of[i]].query(positions[i])``, positions grouped by box (box-major)."""
+    if len(occupancies) == 1:
+        return occupancies[0].query(positions)
+    if all(isinstance(o, OccupancyGrid) for o in occupancies):
+        return query_packed_occupancy(occupancies, positions, box_of)
+    sizes = torch.bincount(box_of, minlength=len(occupancies)).tolist()
+    return torch.cat([o.query(p) for o, p in zip(occupancies, positions.split(sizes))])
 
 
 def query_packed_occupancy(grids: Sequence[OccupancyGrid], positions: Tensor, grid_of: Tensor) -> Tensor:
