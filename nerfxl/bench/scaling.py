@@ -49,8 +49,8 @@ class Scaling:
     writes scaling.json (after every run) and PNG plots of PSNR, rays/s, parameters and more vs K."""
 
     data: Optional[Path] = None
-    """Dataset folder or JSON file; none = the large procedural city (generated on first use, ~4 min),
-    or the tiny one with --quick."""
+    """Dataset folder or JSON file; none = the procedural city of the preset's size (--preset
+    scaling-law and city: the small one, generated on first use in about a minute; tiny with --quick)."""
     tiles: tuple[int, ...] = (1, 2, 4, 8)
     """Values of K (tiles for NeRF-XL and independent-3d, camera clusters for independent-2d,
     processes for DDP)."""
@@ -147,8 +147,10 @@ def resolve(study: Scaling) -> Scaling:
     check(study)
     if study.data is None:
         from nerfxl.data.city import ensure_city
+        from nerfxl.presets import TRAIN_PRESETS
 
-        study = dataclasses.replace(study, data=ensure_city("tiny" if study.quick else "large", seed=0))
+        size = TRAIN_PRESETS[study.preset][1].city_size
+        study = dataclasses.replace(study, data=ensure_city(size, seed=0))
     if study.resume is not None:
         if study.output is not None and Path(study.output) != Path(study.resume):
             raise ConfigError(f"--resume {study.resume} continues that folder: leave out --output {study.output}")
