@@ -158,7 +158,8 @@ class RadianceField(nn.Module):
         """:meth:`query` of several tiles' samples, with one decoder call for all of them.
 
         Args: one entry per tile in each sequence: global index, [N_i, 3] positions, [N_i, 3]
-        directions, [N_i] image indices (None anywhere: the zero embedding for all). Returns ``[(sigmas [N_i], rgbs [N_i, 3]), ...]``.
+        directions, [N_i] image indices (None anywhere: the zero embedding for all).
+        Returns ``[(sigmas [N_i], rgbs [N_i, 3]), ...]``.
 
         The decoder is shared, so K tiles' features are decoded as one batch instead of K small ones
         (its rows do not interact: the result is the per-tile one)."""
