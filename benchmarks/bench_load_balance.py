@@ -57,15 +57,16 @@ def measure(cfg, run_dir: Path, k: int, method: str, warmup: int, steps: int) ->
     setup_s = time.perf_counter() - t0
     plan = trainer.plan
     renderer = trainer.renderer
-    original = renderer.query_tile
+    original = renderer.query_tiles
     current = torch.zeros(k, dtype=torch.float64)
 
-    def counted_query_tile(tile, rays, stratified=False, generator=None):
-        samples, sigmas, rgbs = original(tile, rays, stratified, generator)
-        current[int(tile)] += samples.n_samples
-        return samples, sigmas, rgbs
+    def counted_query_tiles(tiles, rays, stratified=False, generators=None):
+        results = original(tiles, rays, stratified, generators)
+        for tile, (samples, _, _) in zip(tiles, results):
+            current[int(tile)] += samples.n_samples
+        return results
 
-    renderer.query_tile = counted_query_tile
+    renderer.query_tiles = counted_query_tiles
     t0 = time.perf_counter()
     for s in range(warmup):
         trainer.train_step(s)

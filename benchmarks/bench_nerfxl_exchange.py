@@ -49,23 +49,24 @@ def run_rank(ctx, cfg, checkpoint: str, run_dir: str, start: int, settle: int, s
 
     trainer = trainer_from_checkpoint(ctx, cfg, checkpoint, run_dir, threads)
     renderer = trainer.renderer
-    original = renderer.query_tile
+    original = renderer.query_tiles
     counting = {"on": False}
     per_tile = {k: {"samples": 0, "segments": 0, "hits": 0} for k in renderer.tile_ids}
 
-    def counted_query_tile(k, rays, stratified=False, generator=None):
-        samples, sigmas, rgbs = original(k, rays, stratified, generator)
+    def counted_query_tiles(tiles, rays, stratified=False, generators=None):
+        results = original(tiles, rays, stratified, generators)
         if counting["on"]:
             with torch.no_grad():
-                box = renderer.field.tile(k).box
-                hit = intersect_rays_boxes(rays.origins.detach(), rays.directions.detach(), box)[2]
-                entry = per_tile[int(k)]
-                entry["samples"] += int(samples.n_samples)
-                entry["segments"] += int(torch.unique(samples.ray_indices).numel()) if samples.n_samples else 0
-                entry["hits"] += int(hit.sum())
-        return samples, sigmas, rgbs
+                for k, (samples, _, _) in zip(tiles, results):
+                    box = renderer.field.tile(k).box
+                    hit = intersect_rays_boxes(rays.origins.detach(), rays.directions.detach(), box)[2]
+                    entry = per_tile[int(k)]
+                    entry["samples"] += int(samples.n_samples)
+                    entry["segments"] += int(torch.unique(samples.ray_indices).numel()) if samples.n_samples else 0
+                    entry["hits"] += int(hit.sum())
+        return results
 
-    renderer.query_tile = counted_query_tile  # both exchanges evaluate tiles through query_tile
+    renderer.query_tiles = counted_query_tiles  # both exchanges evaluate tiles through query_tiles
     step = start
     for _ in range(settle):
         trainer.train_step(step)

@@ -44,14 +44,14 @@ def measure_job(ctx: DistContext, job: dict) -> dict:
         trainer = trainer_module.Trainer(job["config"], Path(job["run_dir"]), ctx=ctx)
         renderer = trainer.renderer
         samples = [0]
-        query_tile = renderer.query_tile
+        query_tiles = renderer.query_tiles
 
-        def counting_query_tile(k, *args, **kwargs):
-            result = query_tile(k, *args, **kwargs)
-            samples[0] += result[0].n_samples
-            return result
+        def counting_query_tiles(tiles, *args, **kwargs):
+            results = query_tiles(tiles, *args, **kwargs)
+            samples[0] += sum(queried[0].n_samples for queried in results)
+            return results
 
-        renderer.query_tile = counting_query_tile
+        renderer.query_tiles = counting_query_tiles
         training_loss = trainer.training_loss
         saved = {}
 
