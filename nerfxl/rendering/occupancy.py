@@ -56,8 +56,7 @@ class OccupancyGrid(nn.Module):
     def query(self, positions: Tensor) -> Tensor:
         """Occupancy at world positions [N, 3] → bool [N]; points outside the box are False."""
         box = self.box.to(positions.dtype)
-        lo, hi = box[0], box[1]
-        inside = ((positions >= lo) & (positions <= hi)).all(dim=-1)
+        inside = ((positions >= box[0]) & (positions <= box[1])).all(dim=-1)
         return inside & self.occupied.reshape(-1)[self._cell_of(positions)]
 
     @torch.no_grad()
@@ -136,9 +135,27 @@ class OccupancyGrid(nn.Module):
     def _cell_of(self, positions: Tensor) -> Tensor:
         """Flat cell index [N] of positions [N, 3], clamped into the grid."""
         box = self.box.to(positions.dtype)
-        res = self._res(positions)
-        ijk = torch.floor((positions - box[0]) / (box[1] - box[0]) * res)
-        # NaN positions become index 0 here; ``query`` has already ruled them outside.
-        ijk = torch.nan_to_num(ijk, nan=0.0).clamp(min=torch.zeros_like(res), max=res - 1).long()
-        _, ry, rz = self.resolution
-        return (ijk[..., 0] * ry + ijk[..., 1]) * rz + ijk[..., 2]
+        return cell_of(positions, box[0], box[1], torch.tensor(self.resolution, device=positions.device))
+
+
+def cell_of(positions: Tensor, lo: Tensor, hi: Tensor, resolution: Tensor) -> Tensor:
+    """Flat (C order) cell index [N] of positions [N, 3] in grids of ``resolution`` (int64 [3] or [N, 3])
+    cells over boxes ``lo``..``hi`` ([3] or [N, 3], the positions' dtype), clamped into the grid."""
+    res = resolution.to(positions.dtype)
+    ijk = torch.floor((positions - lo) / (hi - lo) * res)
+    # NaN positions become index 0 here; the callers have already ruled them outside.
+    ijk = torch.nan_to_num(ijk, nan=0.0).clamp(min=torch.zeros_like(res), max=res - 1).long()
+    return (ijk[..., 0] * resolution[..., 1] + ijk[..., 1]) * resolution[..., 2] + ijk[..., 2]
+
+
+def query_occupancy_grids(grids: Sequence[OccupancyGrid], positions: Tensor, grid_of: Tensor) -> Tensor:
+    """``grids[grid_of[i]].query(positions[i])`` for every i (bool [N]) in one lookup: the grids' cells
+    packed into one flat array, each position's cell found by :func:`cell_of` as in ``query``."""
+    dtype, device = positions.dtype, positions.device
+    lo = torch.stack([g.box[0] for g in grids]).to(dtype)[grid_of]
+    hi = torch.stack([g.box[1] for g in grids]).to(dtype)[grid_of]
+    resolution = torch.tensor([g.resolution for g in grids], device=device)[grid_of]
+    cells = torch.cat([g.occupied.reshape(-1) for g in grids])
+    starts = torch.tensor([0] + [g.n_cells for g in grids[:-1]], device=device).cumsum(0)
+    inside = ((positions >= lo) & (positions <= hi)).all(dim=-1)
+    return inside & cells[starts[grid_of] + cell_of(positions, lo, hi, resolution)]

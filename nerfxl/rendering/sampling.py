@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from nerfxl.data.boxes import intersect_rays_boxes
-from nerfxl.rendering.occupancy import OccupancyGrid
+from nerfxl.rendering.occupancy import OccupancyGrid, query_occupancy_grids
 
 
 class OccupancyQuery(Protocol):
@@ -130,7 +130,7 @@ def march_rays_in_boxes(
         jitter = torch.cat([torch.rand(n_rays, generator=g, device=device, dtype=dtype) for g in generators])
     else:
         jitter = torch.zeros(n_boxes * n_rays, dtype=dtype, device=device)
-    if not bool(valid.any()):
+    if not bool(valid.any()):  # after the draws: each generator advances the same whichever boxes
         empty = origins.new_zeros(0)
         none = torch.zeros(0, dtype=torch.long, device=device)
         return [PackedSamples(ray_indices=none, t_starts=empty, t_ends=empty) for _ in range(n_boxes)]
@@ -177,25 +177,6 @@ def query_occupancies(occupancies: Sequence[OccupancyQuery], positions: Tensor, 
     if len(occupancies) == 1:
         return occupancies[0].query(positions)
     if all(isinstance(o, OccupancyGrid) for o in occupancies):
-        return query_packed_occupancy(occupancies, positions, box_of)
+        return query_occupancy_grids(occupancies, positions, box_of)
     sizes = torch.bincount(box_of, minlength=len(occupancies)).tolist()
     return torch.cat([o.query(p) for o, p in zip(occupancies, positions.split(sizes))])
-
-
-def query_packed_occupancy(grids: Sequence[OccupancyGrid], positions: Tensor, grid_of: Tensor) -> Tensor:
-    """``grids[grid_of[i]].query(positions[i])`` for every i (bool [N]), in one lookup: the grids'
-    cells are packed into one flat array and each position's cell index is computed with the same
-    expressions as :meth:`OccupancyGrid.query`."""
-    dtype, device = positions.dtype, positions.device
-    lo = torch.stack([g.box[0] for g in grids]).to(dtype)[grid_of]
-    hi = torch.stack([g.box[1] for g in grids]).to(dtype)[grid_of]
-    res_table = torch.tensor([g.resolution for g in grids], device=device)
-    cells = torch.cat([g.occupied.reshape(-1) for g in grids])
-    starts = torch.tensor([0] + [g.n_cells for g in grids[:-1]], device=device).cumsum(0)
-    res = res_table[grid_of]
-    inside = ((positions >= lo) & (positions <= hi)).all(dim=-1)
-    resf = res.to(dtype)
-    ijk = torch.floor((positions - lo) / (hi - lo) * resf)
-    ijk = torch.nan_to_num(ijk, nan=0.0).clamp(min=torch.zeros_like(resf), max=resf - 1).long()
-    flat = (ijk[:, 0] * res[:, 1] + ijk[:, 1]) * res[:, 2] + ijk[:, 2]
-    return inside & cells[starts[grid_of] + flat]
