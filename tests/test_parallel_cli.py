@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from nerfxl.checkpoint import OPTIMIZER_PREFIX, verify_checkpoint
+from nerfxl.parallel.launch import environment_outside_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 # Generous: other jobs may share the 2 cores. A healthy case finishes in seconds.
@@ -33,15 +34,11 @@ TIMEOUT_S = 600
 # How long a run may take to stop after one of its ranks is killed (the launcher needs ~1-6 s).
 KILL_EXIT_BOUND_S = 60.0
 TINY = ("tiny", "--downscale", "2", "--batch-rays", "256", "--no-progress")
-# A process started by torchrun (or any launcher) would make the child CLI join that job instead.
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
-                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE")
 
 
 def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
+    """A child CLI's environment: outside any launcher this test runs under, with this checkout first."""
+    return environment_outside_launcher(ROOT)
 
 
 def nerfxl(*args, cwd: Path) -> subprocess.CompletedProcess:

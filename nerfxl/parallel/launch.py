@@ -37,6 +37,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -53,6 +54,22 @@ _SETTLE_S = 0.5
 _TERMINATE_GRACE_S = 5.0
 # After Ctrl-C, how long the ranks get to stop by themselves (finish the step, save a checkpoint).
 INTERRUPT_GRACE_S = 120.0
+
+
+# What a launcher (torchrun or ours) sets for each rank. A process started from inside one must not
+# inherit them, or the nerfxl it starts would join that job instead of starting its own.
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                      "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+                      "TORCHELASTIC_USE_AGENT_STORE")
+
+
+def environment_outside_launcher(python_path: Path | None = None) -> dict[str, str]:
+    """This process's environment less the launcher's variables (for starting an independent nerfxl),
+    with ``python_path`` put first on PYTHONPATH when given."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(python_path), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def running_under_torchrun() -> bool:
