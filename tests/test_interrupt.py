@@ -12,12 +12,20 @@ from pathlib import Path
 from nerfxl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C back to its default. A job started in the background by a shell without job
+    control (``bash -c 'pytest … &'``, CI scripts) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the single-process run would ignore the test's Ctrl-C and never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(data: Path, out: Path, checkpoint_every: int, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "nerfxl.cli", "train", "tiny", "--data", str(data), "--output", str(out),
             "--steps", "100000", "--downscale", "2", "--batch-rays", "256", "--no-progress", "--name", "run",
             "--checkpoint-every", str(checkpoint_every), *extra]
     # Own session: a terminal's Ctrl-C reaches the whole process group, which the test mimics with killpg.
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
