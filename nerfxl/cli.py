@@ -14,11 +14,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional, TypeVar
+from typing import Annotated, Any, Callable, Literal, Optional, TypeVar, Union
 
 import tyro
 
-from nerfxl.bench.scaling import Scaling
+from nerfxl.bench.scaling import SCALING_LAW, SCALING_LAW_DESCRIPTION, Scaling
 from nerfxl.errors import ConfigError, NerfxlError, WorkerError
 
 T = TypeVar("T")
@@ -193,7 +193,8 @@ class Plan:
 COMMAND_GROUPS: dict[str, tuple[str, dict[str, object]]] = {
     "scene": ("Generate synthetic scenes (nerfxl scene city --help, nerfxl scene matrixcity-poses --help).",
               {"city": City, "matrixcity-poses": MatrixCityPoses}),
-    "bench": ("Studies over many runs (nerfxl bench scaling --help).", {"scaling": Scaling}),
+    "bench": ("Studies over many runs (nerfxl bench scaling --help, nerfxl bench scaling-law --help).",
+              {"scaling": Scaling, "scaling-law": (SCALING_LAW, SCALING_LAW_DESCRIPTION)}),
 }
 
 
@@ -221,7 +222,18 @@ def _commands() -> dict[str, object]:
 
 
 def _run_parser(commands: dict[str, object], argv: list[str], prog: str) -> None:
-    command = parse_quietly(lambda: tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog=prog), argv)
+    """Parse ``argv`` as one of ``commands`` and run it. A command is a dataclass, or (instance,
+    description): a named set of defaults for a dataclass (``bench scaling-law``)."""
+    options = []
+    for name, command in commands.items():
+        if isinstance(command, tuple):
+            defaults, description = command
+            options.append(Annotated[type(defaults), tyro.conf.subcommand(name=name, default=defaults,
+                                                                           description=description)])
+        else:
+            options.append(Annotated[Any, tyro.conf.subcommand(name=name, constructor=command)])
+    union = Union[tuple(options + [Annotated[None, tyro.conf.Suppress]])]  # noqa: UP007 - a runtime Union
+    command = parse_quietly(lambda: tyro.cli(union, args=argv, prog=prog), argv)
     command.main()
 
 

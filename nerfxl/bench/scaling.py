@@ -11,6 +11,11 @@ with equal total rays per iteration, then scored on the test views:
 - ``ddp``: one K = 1 model with ``K × batch_rays`` rays per step, which is exactly what K data-parallel
   processes of ``batch_rays`` rays each compute.
 
+With ``jobs`` > 1 the runs of a protocol train concurrently in that many processes, each with its share
+of the CPU threads: on a 2-core CPU two one-thread runs together train about 1.5x the rays per second
+of one two-thread run (small tensors parallelise poorly over threads). Every run is still one
+single-process run, so the results are those of ``jobs`` = 1 up to float round-off.
+
 ``scaling.json`` is rewritten (atomically) after every finished (K, method), so an interrupted study
 keeps what it measured; the plots (:mod:`nerfxl.bench.plots`) and a table come at the end. With
 ``--throughput`` NeRF-XL is also timed on real processes (:mod:`nerfxl.bench.throughput`).
@@ -66,6 +71,9 @@ class Scaling:
     method and K (independent models batch_rays // K each; DDP's K processes share batch_rays, which is
     one K = 1 model). "equal-work": K × batch_rays, what K devices do in the same wall time (NeRF-XL and
     DDP K × batch_rays per step, each independent model batch_rays, one device's share)."""
+    equal_work_batch_rays: Optional[int] = None
+    """Rays per step of one device in protocol equal-work (K x this for NeRF-XL and DDP, this for each
+    independent model); none = --batch-rays."""
     plateau_window: int = 0
     """Train every run to a plateau instead of a step count: stop when the training PSNR over the last
     this-many steps gains less than --plateau-min-gain over the window before (0 = train --steps)."""
@@ -94,6 +102,9 @@ class Scaling:
     (overrides those options)."""
     replot: Optional[Path] = None
     """Train nothing: redraw the plots and print the table of this finished study folder's scaling.json."""
+    jobs: int = 1
+    """Runs trained at the same time, each in its own process with cpu_count / jobs threads (2 on a
+    2-core CPU: about 1.5x the throughput of one run at a time). Speed measurements run alone."""
     resume: Optional[Path] = None
     """Continue the study in this folder (it becomes --output): the runs and speed measurements its
     scaling.json already holds are kept when they were made with the same training settings (data,
@@ -107,9 +118,19 @@ class Scaling:
         publish(run_study(resolve(self)))
 
 
+# NeRF-XL's scaling law at convergence (docs/benchmarks.md): `nerfxl bench scaling-law` is this study.
+SCALING_LAW = Scaling(preset="scaling-law", steps=3000, batch_rays=1024, equal_work_batch_rays=512,
+                      protocols=PROTOCOLS, plateau_window=200, plateau_min_gain=0.05, eval_views=12,
+                      render_speed=(2, 4), jobs=2)
+SCALING_LAW_DESCRIPTION = (
+    "NeRF-XL's scaling law at convergence: bench scaling with the scaling-law preset on the small city, "
+    "K = 1, 2, 4, 8, all four methods, protocols paper (1024 rays per iteration) and equal-work (512 rays per "
+    "device), every run to a plateau (< 0.05 dB over 200 steps, at most 3000), two runs at a time, render "
+    "speed of K = 2 and 4 on 1 and 2 processes. Any option of bench scaling can be changed.")
+
 # The study settings a finished run depends on: a resumed study keeps runs whose settings match these.
-TRAINING_SETTINGS = ("data", "preset", "steps", "batch_rays", "plateau_window", "plateau_min_gain", "seed",
-                     "eval_views")
+TRAINING_SETTINGS = ("data", "preset", "steps", "batch_rays", "equal_work_batch_rays", "plateau_window",
+                     "plateau_min_gain", "seed", "eval_views")
 
 
 def publish(results: dict) -> None:
@@ -166,6 +187,10 @@ def check(study: Scaling) -> None:
         raise ConfigError(f"--tiles {' '.join(map(str, study.tiles))}: every K must be a positive integer")
     if not study.methods:
         raise ConfigError("--methods: give at least one method")
+    if study.jobs < 1:
+        raise ConfigError(f"--jobs {study.jobs}: must be at least 1")
+    if study.equal_work_batch_rays is not None and study.equal_work_batch_rays < 1:
+        raise ConfigError(f"--equal-work-batch-rays {study.equal_work_batch_rays}: must be at least 1")
     if study.steps < 1:
         raise ConfigError(f"--steps {study.steps}: must be at least 1")
     if study.batch_rays < max(study.tiles):
@@ -181,36 +206,100 @@ def check(study: Scaling) -> None:
 
 def run_study(study: Scaling) -> dict:
     """Train and score every (protocol, K, method); returns the results (also in OUTPUT/scaling.json)."""
+    started = time.perf_counter()
     results = new_results(study)
-    done: dict[str, dict] = {}  # a configuration trained once serves every (protocol, K, method) that asks for it
+    trained: dict[str, dict] = {}  # a configuration trained once serves every (protocol, K, method) asking for it
     kept = resumed_results(study)
     kept_runs = {(r["protocol"], r["k"], r["method"]): r for r in kept.get("runs", [])}
-    # Protocol by protocol and method by method, so NeRF-XL's curve over every K is known first; the
-    # speed measurements use the first protocol's models, so they run as soon as those are trained.
+    finished: list[dict] = []  # the runs of the protocols done so far
+    # Protocol by protocol, so the speed measurements (on the first protocol's models) come as soon as
+    # those are trained; within a protocol method by method, so NeRF-XL's curve over every K comes first.
     for index, protocol in enumerate(dict.fromkeys(study.protocols)):
-        for method in dict.fromkeys(study.methods):
-            for k in sorted(set(study.tiles)):
-                config = train_config(study, k, method, protocol)
-                key = config_key(config, method)
-                if key in done:
-                    entry = {**done[key], "protocol": protocol, "k": k, "tiles": k, "method": method,
-                             "same_run_as": done[key]["name"]}
-                elif (protocol, k, method) in kept_runs:
-                    entry = done[key] = kept_runs[(protocol, k, method)]
-                    print(f"[bench scaling] {protocol} K={k} {method}: kept from the resumed study", flush=True)
-                else:
-                    print(f"[bench scaling] {protocol} K={k} {method}: training "
-                          f"{'up to ' if study.plateau_window else ''}{study.steps} steps", flush=True)
-                    entry = done[key] = run_one(study, k, method, protocol)
-                results["runs"].append(entry)
-                save_results(results)
-                print(f"[bench scaling] {protocol} K={k} {method}: test {entry['psnr']:.2f} dB, train "
-                      f"{entry['train_psnr'] if entry['train_psnr'] is None else round(entry['train_psnr'], 2)} dB, "
-                      f"{entry['steps']} steps{' (converged)' if entry['converged'] else ''}, "
-                      f"{entry['parameters']:,} parameters, {entry['train_seconds']:.1f} s", flush=True)
+        cells = [(method, k) for method in dict.fromkeys(study.methods) for k in sorted(set(study.tiles))]
+        keys = {cell: config_key(train_config(study, cell[1], cell[0], protocol), cell[0]) for cell in cells}
+        todo = []
+        for method, k in cells:
+            key = keys[method, k]
+            if key in trained or any(key == t[0] for t in todo):
+                continue
+            if (protocol, k, method) in kept_runs:
+                trained[key] = kept_runs[protocol, k, method]
+                print(f"[bench scaling] {protocol} K={k} {method}: kept from the resumed study", flush=True)
+            else:
+                todo.append((key, method, k))
+        for key, entry in train_runs(study, protocol, todo):
+            trained[key] = entry
+            results["runs"] = finished + entries_of(protocol, cells, keys, trained)
+            results["study_seconds"] = time.perf_counter() - started
+            save_results(results)
+            print(f"[bench scaling] {protocol} K={entry['k']} {entry['method']}: test {entry['psnr']:.2f} dB, train "
+                  f"{entry['train_psnr'] if entry['train_psnr'] is None else round(entry['train_psnr'], 2)} dB, "
+                  f"{entry['steps']} steps{' (converged)' if entry['converged'] else ''}, "
+                  f"{entry['parameters']:,} parameters, {entry['train_seconds']:.1f} s", flush=True)
+        finished += entries_of(protocol, cells, keys, trained)
+        results["runs"] = list(finished)
+        save_results(results)
         if index == 0:
             measure_speeds(results, study, kept)
+    results["study_seconds"] = time.perf_counter() - started
     return results
+
+
+def entries_of(protocol: Protocol, cells: list[tuple[Method, int]], keys: dict, trained: dict[str, dict]) -> list[dict]:
+    """The result rows of one protocol's (method, K) cells trained so far, in the study's order; a cell
+    whose run was trained for another cell (same configuration) names it in ``same_run_as``."""
+    rows = []
+    for method, k in cells:
+        run = trained.get(keys[method, k])
+        if run is None:
+            continue
+        if (run["protocol"], run["k"], run["method"]) == (protocol, k, method):
+            rows.append(run)
+        else:
+            rows.append({**run, "protocol": protocol, "k": k, "tiles": k, "method": method,
+                         "same_run_as": run.get("same_run_as", run["name"])})
+    return rows
+
+
+def train_runs(study: Scaling, protocol: Protocol, todo: list[tuple[str, Method, int]]):
+    """Train ``todo`` ((key, method, K) of one protocol); yields (key, result row) as each run finishes.
+    With ``study.jobs`` > 1 the runs go to a pool of that many processes, largest first (so that the
+    long ones do not end up alone at the end)."""
+    for _, method, k in todo:
+        print(f"[bench scaling] {protocol} K={k} {method}: training "
+              f"{'up to ' if study.plateau_window else ''}{study.steps} steps", flush=True)
+    if study.jobs == 1 or len(todo) <= 1:
+        for key, method, k in todo:
+            yield key, run_one(study, k, method, protocol)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    largest_first = sorted(todo, key=lambda t: run_cost(study, t[2], t[1], protocol), reverse=True)
+    threads = max(1, (os.cpu_count() or 1) // study.jobs)
+    # spawn: fork is unsafe once torch has started threads.
+    pool = ProcessPoolExecutor(study.jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=limit_threads, initargs=(threads,))
+    try:
+        futures = {pool.submit(run_one, study, k, method, protocol): key for key, method, k in largest_first}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def limit_threads(threads: int) -> None:
+    """A study worker's initializer: ``threads`` CPU threads, so that the jobs share the cores."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_cost(study: Scaling, k: int, method: Method, protocol: Protocol) -> tuple[int, int]:
+    """What orders the runs of a pool: rays per iteration (all models), then K (more tiles, more work)."""
+    rays = batch_rays_of(study, k, method, protocol)
+    return (rays * k if method.startswith("independent") else rays), k
 
 
 def resumed_results(study: Scaling) -> dict:
@@ -258,9 +347,10 @@ def new_results(study: Scaling) -> dict:
         "paper_fraction_outside_tile": PAPER_FRACTION_OUTSIDE,
         "protocol": list(dict.fromkeys(study.protocols)),
         "runs": [],
-        "note": "All runs are trained on one process one after another; rays_per_s is the rays trained per "
-                "second of wall clock of the whole training call (setup and checkpointing included), not a "
-                "multi-process figure (see 'throughput' for that). Parameters: sum over all of a method's models.",
+        "note": f"Every run is trained on one process ({study.jobs} run(s) at a time, each with cpu_count / "
+                f"{study.jobs} threads); rays_per_s is the rays trained per second of wall clock of the whole "
+                "training call (setup and checkpointing included), not a multi-process figure (see 'throughput' "
+                "for that). Parameters: sum over all of a method's models.",
     }
 
 
@@ -272,7 +362,8 @@ def save_results(results: dict) -> None:
 
 def batch_rays_of(study: Scaling, k: int, method: Method, protocol: Protocol) -> int:
     """Rays per step of one model (one independent model, or the whole NeRF-XL / DDP model)."""
-    total = study.batch_rays if protocol == "paper" else k * study.batch_rays
+    per_device = study.batch_rays if protocol == "paper" else (study.equal_work_batch_rays or study.batch_rays)
+    total = study.batch_rays if protocol == "paper" else k * per_device
     independent = method.startswith("independent")
     return total // k if independent else total
 

@@ -104,6 +104,42 @@ def test_a_resumed_study_keeps_finished_runs_and_trains_the_rest(tiny_city, tmp_
     assert "steps differ" in capsys.readouterr().out
 
 
+def test_two_jobs_train_the_same_runs_in_the_same_order(study, tiny_city, tmp_path):
+    """Two runs at a time (each its own process, one thread): the study's rows, in the study's order, and
+    the same numbers as one run at a time up to float round-off (other thread counts sum differently)."""
+    _, alone = study
+    out = tmp_path / "study"
+    Scaling(data=tiny_city, tiles=(1, 2), methods=METHODS, steps=3, batch_rays=128, preset="tiny", output=out,
+            eval_views=1, throughput=False, jobs=2).main()
+    together = json.loads((out / "scaling.json").read_text())
+    assert [(r["k"], r["method"]) for r in together["runs"]] == [(r["k"], r["method"]) for r in alone["runs"]]
+    for a, b in zip(alone["runs"], together["runs"]):
+        assert a["parameters"] == b["parameters"] and a["steps"] == b["steps"]
+        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.05), (a["k"], a["method"])
+        assert ("same_run_as" in a) == ("same_run_as" in b)
+    assert together["study_seconds"] > 0 and "2 run(s) at a time" in together["note"]
+
+
+def test_equal_work_has_its_own_rays_per_device():
+    from pathlib import Path
+
+    from nerfxl.bench.scaling import train_config
+
+    study = Scaling(data=Path("."), output=Path("out"), batch_rays=1024, equal_work_batch_rays=512, preset="tiny")
+    assert train_config(study, 4, "nerfxl", "paper").batch_rays == 1024
+    assert train_config(study, 4, "nerfxl", "equal-work").batch_rays == 2048
+    assert train_config(study, 4, "independent-3d", "equal-work").batch_rays == 512
+    assert train_config(study, 1, "ddp", "equal-work").batch_rays == 512
+
+
+def test_the_scaling_law_study_is_a_named_command():
+    result = run_cli("bench", "scaling-law", "--help")
+    assert result.returncode == 0, result.stderr
+    for default in ("scaling-law", "(default: 1024)", "(default: 512)", "(default: paper equal-work)",
+                    "(default: 200)", "(default: 2 4)"):
+        assert default in " ".join(result.stdout.replace("│", " ").split()), default
+
+
 def test_parameters_grow_with_k_for_nerfxl_not_ddp(study):
     _, results = study
     runs = {(r["k"], r["method"]): r for r in results["runs"]}
@@ -131,6 +167,7 @@ def test_cli_help():
     (("--tiles", "0"), "--tiles 0"),
     (("--tiles", "1", "4", "--batch-rays", "2"), "--batch-rays 2"),
     (("--preset", "nope"), "--preset nope"),
+    (("--jobs", "0"), "--jobs 0"),
 ])
 def test_bad_options_are_one_line_errors(args, fragment, tmp_path):
     result = run_cli("bench", "scaling", "--output", str(tmp_path / "out"), *args)
