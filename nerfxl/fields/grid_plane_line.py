@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .plane_sampling import sample_plane
+
 PlaneLineMode = Literal["vm", "ground"]
 
 # (plane axis along width, plane axis along height, line axis) per component; axes 0=x 1=y 2=z.
@@ -33,10 +35,6 @@ _COMPONENTS: dict[str, tuple[tuple[int, int, int], ...]] = {
 }
 
 
-def _sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
-    """plane [1, C, H, W], uv [N, 2] in [-1, 1] (u along W, v along H) → [C, N] (channel-major)."""
-    out = F.grid_sample(plane, uv.view(1, -1, 1, 2), mode="bilinear", padding_mode="border", align_corners=True)
-    return out.view(plane.shape[1], -1)
 
 
 def level_resolutions(base_resolution: Sequence[int], scales: Sequence[int], scale_z: bool = True,
@@ -177,7 +175,7 @@ class PlaneLineGrid(nn.Module):
                 i = level * n_comp + j
                 plane = lists[0][0][i] if len(lists) == 1 else torch.cat([planes[i] for planes, _ in lists], dim=1)
                 line = lists[0][1][i] if len(lists) == 1 else torch.cat([lines[i] for _, lines in lists], dim=1)
-                term = _sample_plane(plane, uv) * _sample_plane(line, wl)
+                term = sample_plane(plane, uv) * sample_plane(line, wl)
                 acc = term if acc is None else acc + term
             levels.append(acc.split(widths, dim=0))
         # [N, n_levels * C] per pair (transposed views), level 0's channels first.
