@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .encodings import DirectionEncoding, DirectionEncodingKind, frequency_encoding_dim, frequency_scaled
+from .encodings import DirectionEncoding, DirectionEncodingKind, frequency_encoding, frequency_encoding_dim
 from .mlp import make_mlp
 
 
@@ -63,37 +63,13 @@ class ColourDecoder(nn.Module):
 
         Returns:
             rgb [N, 3] in (0, 1).
-
-        The first layer is applied piece by piece, ``b + Σ_i x_i W_iᵀ`` over the column blocks ``W_i`` of
-        its weight, instead of to the concatenated input: the same function without writing (and, in
-        the backward pass, splitting) an [N, in_dim] input, about a third of the decoder's time on a
-        CPU. It equals :meth:`forward_concatenated` up to float round-off (another summation order).
         """
-        first = self.mlp[0]
-        hidden = None
-        start = 0
-        for piece in self._input_pieces(features, directions, appearance):
-            end = start + piece.shape[-1]
-            if end > start:
-                hidden = torch.addmm(first.bias if hidden is None else hidden, piece, first.weight[:, start:end].t())
-            start = end
-        return torch.sigmoid(self.mlp[1:](hidden))
-
-    def forward_concatenated(self, features: Tensor, directions: Tensor, appearance: Tensor | None = None) -> Tensor:
-        """:meth:`forward`'s plain twin: the MLP on the concatenated input (tests compare the two)."""
-        pieces = list(self._input_pieces(features, directions, appearance))
-        return torch.sigmoid(self.mlp(torch.cat(pieces, dim=-1)))
-
-    def _input_pieces(self, features: Tensor, directions: Tensor, appearance: Tensor | None):
-        """The blocks of the MLP input, in order: features, their sines and cosines, the direction
-        encoding, the appearance embedding (zeros when None)."""
-        yield features
-        if self.feature_frequencies > 0:
-            scaled = frequency_scaled(features, self.feature_frequencies)
-            yield torch.sin(scaled)
-            yield torch.cos(scaled)
-        yield self.direction_encoding(directions).to(features.dtype)
+        parts = [
+            frequency_encoding(features, self.feature_frequencies),
+            self.direction_encoding(directions).to(features.dtype),
+        ]
         if self.appearance_dim > 0:
             if appearance is None:
                 appearance = features.new_zeros(*features.shape[:-1], self.appearance_dim)
-            yield appearance.to(features.dtype)
+            parts.append(appearance.to(features.dtype))
+        return torch.sigmoid(self.mlp(torch.cat(parts, dim=-1)))

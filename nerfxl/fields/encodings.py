@@ -28,17 +28,12 @@ def frequency_encoding(x: Tensor, n_frequencies: int, include_input: bool = True
     """
     parts = [x] if include_input else []
     if n_frequencies > 0:
-        scaled = frequency_scaled(x, n_frequencies)
+        freqs = 2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)  # [L]
+        scaled = (x[..., None, :] * freqs[:, None]).flatten(-2)  # [..., L*D]
         parts += [torch.sin(scaled), torch.cos(scaled)]
     if not parts:
         return x.new_zeros(*x.shape[:-1], 0)
     return torch.cat(parts, dim=-1)
-
-
-def frequency_scaled(x: Tensor, n_frequencies: int) -> Tensor:
-    """[..., D] → [..., L * D]: ``2^k x`` for k = 0 .. L-1, frequency-major (the sines' and cosines' argument)."""
-    freqs = 2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)  # [L]
-    return (x[..., None, :] * freqs[:, None]).flatten(-2)
 
 
 def frequency_encoding_dim(in_dim: int, n_frequencies: int, include_input: bool = True) -> int:

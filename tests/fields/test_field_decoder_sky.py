@@ -30,28 +30,6 @@ def test_decoder_without_appearance_and_without_feature_encoding():
     assert dec.mlp[0].weight.grad is not None
 
 
-@pytest.mark.parametrize("appearance_dim, frequencies, depth, with_embedding", [
-    (0, 2, 2, False), (8, 2, 2, True), (8, 0, 1, False), (4, 3, 0, True),
-])
-def test_decoder_by_pieces_equals_the_concatenated_input(appearance_dim, frequencies, depth, with_embedding):
-    """The first layer applied block by block is the MLP on the concatenated input, values and gradients
-    (float64: the two only sum in another order)."""
-    torch.manual_seed(0)
-    dec = ColourDecoder(12, appearance_dim, feature_frequencies=frequencies, width=16, depth=depth).double()
-    features = torch.randn(200, 12, dtype=torch.float64, requires_grad=True)
-    directions = torch.nn.functional.normalize(torch.randn(200, 3, dtype=torch.float64), dim=-1)
-    embedding = torch.randn(200, appearance_dim, dtype=torch.float64, requires_grad=True) if with_embedding else None
-    grads = []
-    for forward in (dec.forward, dec.forward_concatenated):
-        rgb = forward(features, directions, embedding)
-        inputs = [features, *dec.parameters()] + ([embedding] if with_embedding else [])
-        grads.append((rgb, torch.autograd.grad((rgb * torch.linspace(-1, 1, 3, dtype=rgb.dtype)).sum(), inputs)))
-    (a, grads_a), (b, grads_b) = grads
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-    for ga, gb in zip(grads_a, grads_b):
-        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-13)
-
-
 def test_sky_model():
     sky = SkyModel(appearance_dim=2, width=16, depth=1)
     rgb = sky(_dirs(7))
