@@ -158,39 +158,28 @@ class PlaneLineGrid(nn.Module):
         zeros = torch.zeros_like(x[:, :1])
         return [(x[:, [a, b]], torch.cat([zeros, x[:, c : c + 1]], dim=1)) for a, b, c in self.components]
 
-    def _features(self, coords: list[tuple[Tensor, Tensor]], *lists: tuple[nn.ParameterList, nn.ParameterList]) -> list[Tensor]:
-        """Features of the points for each (planes, lines) pair of ``lists``: [N, n_levels * C] each.
-
-        The pairs' planes (and lines) of one level and component are sampled in one ``grid_sample``
-        call, their channels side by side: interpolation is per channel, so this is bit for bit the
-        separate calls, with half the calls (and the interpolation weights computed once) for the
-        density and appearance grids together.
-        """
+    def _features(self, coords: list[tuple[Tensor, Tensor]], planes: nn.ParameterList, lines: nn.ParameterList) -> Tensor:
         n_comp = len(self.components)
-        widths = [planes[0].shape[1] for planes, _ in lists]
         levels = []
         for level in range(self.n_levels):
             acc = None
             for j, (uv, wl) in enumerate(coords):
                 i = level * n_comp + j
-                plane = lists[0][0][i] if len(lists) == 1 else torch.cat([planes[i] for planes, _ in lists], dim=1)
-                line = lists[0][1][i] if len(lists) == 1 else torch.cat([lines[i] for _, lines in lists], dim=1)
-                term = sample_plane(plane, uv) * sample_plane(line, wl)
+                term = sample_plane(planes[i], uv) * sample_plane(lines[i], wl)
                 acc = term if acc is None else acc + term
-            levels.append(acc.split(widths, dim=0))
-        # [N, n_levels * C] per pair (transposed views), level 0's channels first.
-        return [torch.cat([per_level[g] for per_level in levels], dim=0).t() for g in range(len(lists))]
+            levels.append(acc)
+        return torch.cat(levels, dim=0).t()  # [N, n_levels * C] (a transposed view)
 
     def density_features(self, x: Tensor) -> Tensor:
         """x [..., 3] in [-1, 1] → [..., density_dim] (appearance channels are not sampled)."""
         flat = x.reshape(-1, 3)
-        (out,) = self._features(self._coords(flat), (self.density_planes, self.density_lines))
+        out = self._features(self._coords(flat), self.density_planes, self.density_lines)
         return out.view(*x.shape[:-1], self.density_dim)
 
     def appearance_features(self, x: Tensor) -> Tensor:
         """x [..., 3] in [-1, 1] → [..., appearance_dim]."""
         flat = x.reshape(-1, 3)
-        (out,) = self._features(self._coords(flat), (self.appearance_planes, self.appearance_lines))
+        out = self._features(self._coords(flat), self.appearance_planes, self.appearance_lines)
         return out.view(*x.shape[:-1], self.appearance_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,8 +192,9 @@ class PlaneLineGrid(nn.Module):
             density_features [N, n_levels*Cd] and appearance_features [N, n_levels*Ca].
         """
         flat = x.reshape(-1, 3)
-        dens, app = self._features(self._coords(flat), (self.density_planes, self.density_lines),
-                                   (self.appearance_planes, self.appearance_lines))
+        coords = self._coords(flat)
+        dens = self._features(coords, self.density_planes, self.density_lines)
+        app = self._features(coords, self.appearance_planes, self.appearance_lines)
         lead = x.shape[:-1]
         return dens.view(*lead, self.density_dim), app.view(*lead, self.appearance_dim)
 

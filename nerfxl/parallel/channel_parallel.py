@@ -107,15 +107,13 @@ class ChannelShardedGrid(PlaneLineGrid):
         # the sum of every slice's.
         return super()._coords(sum_gradient_over_processes(x, self.ctx))
 
-    def _features(self, coords, *lists) -> list[Tensor]:
-        local = super()._features(coords, *lists)  # per pair [N, levels · C/D], level-major
-        n = local[0].shape[0]
-        widths = [t.shape[1] for t in local]
-        # One all-gather for density and appearance together: [D, N, Σ levels · C/D].
-        gathered = all_gather_blocks(torch.cat(local, dim=1)[None], self.ctx)
+    def _features(self, coords, planes, lines) -> Tensor:
+        local = super()._features(coords, planes, lines)  # [N, levels · C/D], level-major
+        n, width = local.shape
+        gathered = all_gather_blocks(local.contiguous()[None], self.ctx)  # [D, N, levels · C/D]
+        per_level = width // self.n_levels
         # Back to the whole grid's layout: level-major, then process r's channels at [r·C/D, (r+1)·C/D).
-        return [part.reshape(self.parts, n, self.n_levels, width // self.n_levels).permute(1, 2, 0, 3).reshape(n, -1)
-                for part, width in zip(gathered.split(widths, dim=2), widths)]
+        return gathered.view(self.parts, n, self.n_levels, per_level).permute(1, 2, 0, 3).reshape(n, -1)
 
     def total_variation(self, which="all") -> Tensor:
         """This slice's share (1/D of the channels' mean terms) of the whole grid's total variation."""
