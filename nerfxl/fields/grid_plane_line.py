@@ -35,8 +35,6 @@ _COMPONENTS: dict[str, tuple[tuple[int, int, int], ...]] = {
 }
 
 
-
-
 def level_resolutions(base_resolution: Sequence[int], scales: Sequence[int], scale_z: bool = True,
                       level_scaling: Literal["nodes", "cells"] = "nodes") -> list[tuple[int, int, int]]:
     """Grid nodes (x, y, z) of every level (see :class:`PlaneLineGrid`'s ``level_scaling``)."""
