@@ -9,14 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from child_process import default_sigint
+
 from nerfxl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-
-
-def default_sigint() -> None:
-    """In the child: Ctrl-C back to its default. A job started in the background by a shell without job
-    control (``bash -c 'pytest … &'``, CI scripts) inherits SIGINT ignored, and Python then installs no
-    KeyboardInterrupt handler: the single-process run would ignore the test's Ctrl-C and never stop."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_training(data: Path, out: Path, checkpoint_every: int, *extra: str) -> subprocess.Popen:

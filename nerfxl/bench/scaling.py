@@ -362,8 +362,10 @@ def save_results(results: dict) -> None:
 
 def batch_rays_of(study: Scaling, k: int, method: Method, protocol: Protocol) -> int:
     """Rays per step of one model (one independent model, or the whole NeRF-XL / DDP model)."""
-    per_device = study.batch_rays if protocol == "paper" else (study.equal_work_batch_rays or study.batch_rays)
-    total = study.batch_rays if protocol == "paper" else k * per_device
+    if protocol == "paper":
+        total = study.batch_rays
+    else:
+        total = k * (study.equal_work_batch_rays or study.batch_rays)
     independent = method.startswith("independent")
     return total // k if independent else total
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from child_process import default_sigint
+
 ROOT = Path(__file__).resolve().parents[2]
 VIEWPORT = {"width": 800, "height": 500}
 # Left of the GUI panel (which starts near x = 465), above the axes gizmo (bottom left, about 60 px high).
@@ -40,11 +42,6 @@ FRAME_TEXT = ("() => [...document.querySelectorAll('input')].map(i => i.value)"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _default_sigint() -> None:
-    """In the child: Ctrl-C back to its default (a shell's background job inherits it ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def nerfxl(*args: str) -> list[str]:
     return [sys.executable, "-m", "nerfxl.cli", *args]
 
@@ -148,7 +145,7 @@ class ServerProcess:
         self.ready = threading.Event()
         self.proc = subprocess.Popen(nerfxl("view", str(run), "--port", str(free_port()), "--resolution", "160"),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     cwd=cwd, preexec_fn=_default_sigint)
+                                     cwd=cwd, preexec_fn=default_sigint)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
