@@ -29,18 +29,23 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
     "lego": (
-        "Object-centric Blender scenes (white background): plane-line VM grid, 128³ at the finest level.",
+        "Object-centric Blender scenes (white background): plane-line VM grid, 128³ at the finest level. "
+        "Reaches ~26.5 dB on lego in 5 minutes and ~28.5 dB in 20 on a 2-core CPU (docs/benchmarks.md).",
         TrainConfig(
-            steps=5000,
-            batch_rays=2048,
+            steps=15000,
+            # Many cheap steps beat fewer large ones on a CPU: 1024 rays and a marching step of
+            # about one finest-level cell (the box diagonal / 256) train 5× the steps per second of
+            # 2048 rays at half a cell, and reach a higher PSNR at every time mark (docs/benchmarks.md).
+            batch_rays=1024,
             field=FieldConfig(
                 grid=GridConfig(mode="vm", base_resolution=(32, 32, 32), scales=(1, 2, 4),
                                 density_channels=8, appearance_channels=24),
                 density_shift=0.0,  # see "city": pruning can start at step 0
                 background="white",
             ),
-            render=RenderConfig(samples_per_diagonal=512, occupancy_resolution=128, prune_alpha_after=0),
-            eval_every=1000,
+            render=RenderConfig(samples_per_diagonal=256, occupancy_resolution=128, prune_alpha_after=0),
+            eval_every=5000,
+            checkpoint_every=5000,
         ),
     ),
     "hash": (

@@ -39,6 +39,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("box", box.detach().to(dtype).clone())
         self.register_buffer("density", torch.zeros(res, dtype=dtype, device=box.device))
         self.register_buffer("occupied", torch.ones(res, dtype=torch.bool, device=box.device))
+        self._occupied_box_cache: Optional[tuple[tuple[int, int], Optional[Tensor]]] = None
 
     @property
     def n_cells(self) -> int:
@@ -52,6 +53,29 @@ class OccupancyGrid(nn.Module):
     def mark_all_occupied(self) -> None:
         """Mark every cell occupied (the estimate is kept; the next update recomputes occupancy)."""
         self.occupied.fill_(True)
+
+    def occupied_box(self) -> Optional[Tensor]:
+        """[2, 3] the smallest box of whole cells holding every occupied cell, or None when no cell
+        is occupied. Marching limits its steps to rays' stretches through it (every step outside
+        would be dropped anyway). Cached until ``occupied`` changes."""
+        key = (self.occupied.data_ptr(), self.occupied._version)
+        if self._occupied_box_cache is None or self._occupied_box_cache[0] != key:
+            self._occupied_box_cache = (key, self._compute_occupied_box())
+        return self._occupied_box_cache[1]
+
+    def _compute_occupied_box(self) -> Optional[Tensor]:
+        occupied = self.occupied
+        if not bool(occupied.any()):
+            return None
+        lo, hi = [], []
+        for axis in range(3):
+            others = tuple(d for d in range(3) if d != axis)
+            cells = torch.nonzero(occupied.any(dim=others[1]).any(dim=others[0])).squeeze(-1)
+            lo.append(int(cells[0]))
+            hi.append(int(cells[-1]) + 1)
+        size = self.cell_size()
+        return torch.stack([self.box[0] + torch.tensor(lo, dtype=size.dtype, device=size.device) * size,
+                            self.box[0] + torch.tensor(hi, dtype=size.dtype, device=size.device) * size])
 
     def query(self, positions: Tensor) -> Tensor:
         """Occupancy at world positions [N, 3] → bool [N]; points outside the box are False."""
@@ -108,7 +132,7 @@ class OccupancyGrid(nn.Module):
             cells = torch.cat([uniform, occupied])
 
         jitter = torch.rand((cells.numel(), 3), generator=generator, device=device, dtype=self.box.dtype)
-        positions = self._cell_corner(cells) + jitter * self._cell_size()
+        positions = self._cell_corner(cells) + jitter * self.cell_size()
         sigmas = torch.cat(
             [density_fn(chunk).reshape(-1).to(self.density.dtype) for chunk in positions.split(chunk_size)]
         )
@@ -123,14 +147,15 @@ class OccupancyGrid(nn.Module):
     def _res(self, like: Tensor) -> Tensor:
         return torch.tensor(self.resolution, dtype=like.dtype, device=like.device)
 
-    def _cell_size(self) -> Tensor:
+    def cell_size(self) -> Tensor:
+        """[3] the edge lengths of one cell."""
         return (self.box[1] - self.box[0]) / self._res(self.box)
 
     def _cell_corner(self, cells: Tensor) -> Tensor:
         """Min corner [N, 3] of flat cell indices [N] (C order over [rx, ry, rz])."""
         _, ry, rz = self.resolution
         ijk = torch.stack([cells // (ry * rz), (cells // rz) % ry, cells % rz], dim=-1)
-        return self.box[0] + ijk.to(self.box.dtype) * self._cell_size()
+        return self.box[0] + ijk.to(self.box.dtype) * self.cell_size()
 
     def _cell_of(self, positions: Tensor) -> Tensor:
         """Flat cell index [N] of positions [N, 3], clamped into the grid."""

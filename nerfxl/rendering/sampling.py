@@ -137,6 +137,18 @@ def march_rays_in_boxes(
     # Grid cell indices j with b_j ≤ t0 < ... < t1 ≤ b_last.
     first = torch.floor((t0 - near_t) / step_size - jitter)
     last = torch.ceil((t1 - near_t) / step_size - jitter)
+    bounds = occupied_bounds(occupancies, boxes) if occupancies is not None else None
+    if bounds is not None:
+        # Only steps whose midpoint can fall in an occupied cell: those overlapping the ray's stretch
+        # through the box of occupied cells (grown by half a cell, far more than rounding can move a
+        # midpoint). The steps themselves (j, their bounds, their clipping to [t0, t1]) are unchanged,
+        # so the kept samples are exactly those of the full march.
+        occupied_box, any_occupied = bounds
+        o_enter, o_exit, o_hit = (x.t().reshape(-1) for x in intersect_rays_boxes(origins, directions, occupied_box))
+        valid &= o_hit & any_occupied.repeat_interleave(n_rays)
+        first = torch.maximum(first, torch.floor((o_enter - near_t) / step_size - jitter) - 1)
+        last = torch.minimum(last, torch.ceil((o_exit - near_t) / step_size - jitter) + 1)
+        valid &= last > first
     counts = torch.where(valid, last - first, torch.zeros_like(first)).long()
     first = torch.where(valid, first, torch.zeros_like(first)).long()
     if occupancies is None:
@@ -170,6 +182,23 @@ def march_rays_in_boxes(
     sizes = torch.bincount(box_of, minlength=n_boxes).tolist()
     return [PackedSamples(ray_indices=r, t_starts=s, t_ends=e) for r, s, e in
             zip(ray_indices[keep].split(sizes), t_starts[keep].split(sizes), t_ends[keep].split(sizes))]
+
+
+def occupied_bounds(occupancies: Sequence[OccupancyQuery], boxes: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+    """([B, 2, 3] each grid's box of occupied cells grown by half a cell, bool [B] whether any cell is
+    occupied), or None when some occupancy query is not an :class:`OccupancyGrid` (no bound known)."""
+    if not all(isinstance(o, OccupancyGrid) for o in occupancies):
+        return None
+    grown, any_occupied = [], []
+    for grid, box in zip(occupancies, boxes):
+        occupied_box = grid.occupied_box()
+        any_occupied.append(occupied_box is not None)
+        if occupied_box is None:
+            grown.append(box)
+        else:
+            margin = 0.5 * grid.cell_size().to(box)
+            grown.append(torch.stack([occupied_box[0].to(box) - margin, occupied_box[1].to(box) + margin]))
+    return torch.stack(grown), torch.tensor(any_occupied, device=boxes.device)
 
 
 def query_occupancies(occupancies: Sequence[OccupancyQuery], positions: Tensor, box_of: Tensor) -> Tensor:

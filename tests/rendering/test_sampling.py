@@ -64,3 +64,49 @@ def test_each_boxs_generator_advances_as_one_march_would():
         drawn = torch.Generator().manual_seed(b)
         torch.rand(len(origins), generator=drawn)
         assert torch.equal(g.get_state(), drawn.get_state())
+
+
+class _Unbounded:
+    """An occupancy query with no known box of occupied cells: the march checks every step."""
+
+    def __init__(self, grid: OccupancyGrid):
+        self.grid = grid
+
+    def query(self, positions):
+        return self.grid.query(positions)
+
+
+def test_marching_only_through_the_occupied_cells_box_keeps_exactly_the_same_samples():
+    # Sparse occupancy (a few cells, often in one corner) is where the bound cuts most steps.
+    boxes, grids = _boxes_and_grids()
+    g = torch.Generator().manual_seed(5)
+    for trial in range(6):
+        for grid in grids:
+            grid.occupied.copy_(torch.rand(grid.resolution, generator=g) < (0.05, 0.2, 0.6)[trial % 3])
+        if trial == 4:
+            grids[0].occupied.fill_(False)
+            grids[0].occupied[-1, -1, -1] = True
+        origins, directions = _rays(400)
+        for stratified in (False, True):
+            for cap in (2, 1024):
+                kwargs = dict(max_samples_per_ray=cap, stratified=stratified)
+                bounded = march_rays_in_boxes(origins, directions, boxes, 0.05, grids,
+                                              generators=[torch.Generator().manual_seed(b) for b in range(4)], **kwargs)
+                full = march_rays_in_boxes(origins, directions, boxes, 0.05, [_Unbounded(q) for q in grids],
+                                           generators=[torch.Generator().manual_seed(b) for b in range(4)], **kwargs)
+                for a, b in zip(bounded, full):
+                    assert torch.equal(a.ray_indices, b.ray_indices)
+                    assert torch.equal(a.t_starts, b.t_starts)
+                    assert torch.equal(a.t_ends, b.t_ends)
+
+
+def test_occupied_box_is_the_tight_box_of_occupied_cells_and_follows_updates():
+    grid = OccupancyGrid(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 3.0, 1.0]]), (4, 8, 2))
+    torch.testing.assert_close(grid.occupied_box(), grid.box)
+    grid.occupied.fill_(False)
+    assert grid.occupied_box() is None
+    grid.occupied[1, 2, 1] = True
+    grid.occupied[2, 5, 1] = True
+    torch.testing.assert_close(grid.occupied_box(), torch.tensor([[-0.5, 0.0, 0.0], [0.5, 2.0, 1.0]]))
+    grid.load_state_dict({**grid.state_dict(), "occupied": torch.ones(4, 8, 2, dtype=torch.bool)})
+    torch.testing.assert_close(grid.occupied_box(), grid.box)
