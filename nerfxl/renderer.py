@@ -173,30 +173,25 @@ class TiledRenderer(nn.Module):
                 generator=None if generators is None else generators(k),
             )
 
-    def contributing_samples_of_tiles(
-        self, tiles: list[int], rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
-    ) -> list[PackedSamples]:
-        """March each of ``tiles`` (all in one pass) and drop the samples that cannot contribute.
-
-        Returns one PackedSamples per tile, sorted by ray then t."""
-        marched = march_rays_in_boxes(
+    def march_tiles(self, tiles: list[int], rays: RayBundle, stratified: bool = False,
+                    generators: TileGenerators = None) -> list[PackedSamples]:
+        """March each of ``tiles`` (all in one pass): one PackedSamples per tile, sorted by ray then t."""
+        return march_rays_in_boxes(
             rays.origins, rays.directions, torch.stack([self.field.tile(k).box for k in tiles]), self.step_size,
             occupancies=[self.occupancy_grid(k) for k in tiles], max_samples_per_ray=self.config.max_samples_per_ray,
             stratified=stratified, generators=[None if generators is None else generators(k) for k in tiles])
+
+    @property
+    def prunes(self) -> bool:
+        """Whether samples that cannot contribute are dropped before colours are evaluated."""
+        return self.config.prune_alpha_threshold > 0 or self.config.prune_transmittance_threshold > 0
+
+    def contributing(self, samples: PackedSamples, sigmas: Tensor, n_rays: int) -> Tensor:
+        """bool [S]: the samples that can contribute, by the alpha and transmittance rules, from σ [S]
+        of every marched sample."""
         c = self.config
-        if c.prune_alpha_threshold <= 0 and c.prune_transmittance_threshold <= 0:
-            return marched
         alpha_threshold = c.prune_alpha_threshold if self.prune_alpha else 0.0
-        pruned = []
-        for k, samples in zip(tiles, marched):
-            if samples.n_samples:
-                with torch.no_grad():
-                    sigmas = self.field.tile_density(k, sample_positions(rays, samples))
-                    keep = contributing_samples(samples, sigmas, len(rays), alpha_threshold,
-                                                c.prune_transmittance_threshold)
-                samples = select_samples(samples, keep)
-            pruned.append(samples)
-        return pruned
+        return contributing_samples(samples, sigmas.detach(), n_rays, alpha_threshold, c.prune_transmittance_threshold)
 
     def query_tile(
         self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None
@@ -212,22 +207,52 @@ class TiledRenderer(nn.Module):
     def query_tiles(
         self, tiles: list[int], rays: RayBundle, stratified: bool = False, generators: TileGenerators = None
     ) -> list[tuple[PackedSamples, Tensor, Tensor]]:
-        """:meth:`query_tile` for each of ``tiles``, with one field call for all of them (the shared
+        """:meth:`query_tile` for each of ``tiles``, with one decoder call for all of them (the shared
         decoder then runs once per batch, not once per tile: see ``RadianceField.query_tiles``).
 
-        A tile no sample reaches costs its marching set-up only: no field call, and its parameters get
-        no gradient (None), so the optimizer skips them. Its jitter is still drawn, from its own
-        generator, so the draws do not depend on which other tiles are queried with it."""
-        marched = self.contributing_samples_of_tiles(tiles, rays, stratified, generators)
-        reached = [(k, samples) for k, samples in zip(tiles, marched) if samples.n_samples]
-        evaluated = iter(self.field.query_tiles(
-            [k for k, _ in reached],
-            [sample_positions(rays, samples) for _, samples in reached],
-            [rays.directions[samples.ray_indices] for _, samples in reached],
-            [rays.image_indices[samples.ray_indices] for _, samples in reached],
-        ) if reached else ())
+        σ decides which samples are kept, so it is evaluated for every marched sample first. Where a
+        tile's σ has grid values of its own (plane-line, ``field.density_is_separate``) that evaluation
+        is the one rendered, differentiable when autograd is on, and colours are evaluated for the
+        kept samples only; otherwise (hash) σ is a cheap no-grad pass and the kept samples are
+        evaluated whole. Both give the same values and gradients.
+
+        A tile none of whose samples is kept costs its marching and σ only: no colour call, and its
+        parameters get no gradient (None), so the optimizer skips them. Its jitter is still drawn, from
+        its own generator, so the draws do not depend on which other tiles are queried with it."""
+        marched = self.march_tiles(tiles, rays, stratified, generators)
+        separate = self.field.density_is_separate
+        kept: list[tuple[PackedSamples, Optional[Tensor]]] = []
+        for k, samples in zip(tiles, marched):
+            sigmas = None
+            if samples.n_samples and (separate or self.prunes):
+                with torch.set_grad_enabled(torch.is_grad_enabled() and separate):
+                    sigmas = self.field.tile_density(k, sample_positions(rays, samples))
+                if self.prunes:
+                    keep = self.contributing(samples, sigmas, len(rays))
+                    samples, sigmas = select_samples(samples, keep), sigmas[keep]
+                if not separate or not samples.n_samples:
+                    sigmas = None  # evaluated again below (hash), or nothing kept: no graph to the tile
+            kept.append((samples, sigmas))
+        reached = [(k, samples) for k, (samples, _) in zip(tiles, kept) if samples.n_samples]
+        arguments = ([k for k, _ in reached], [sample_positions(rays, samples) for _, samples in reached],
+                     [rays.directions[samples.ray_indices] for _, samples in reached],
+                     [rays.image_indices[samples.ray_indices] for _, samples in reached])
+        if not reached:
+            evaluated = iter(())
+        elif separate:
+            evaluated = iter(self.field.colours_of_tiles(*arguments))
+        else:
+            evaluated = iter(self.field.query_tiles(*arguments))
         empty = rays.origins.new_zeros(0), rays.origins.new_zeros(0, 3)
-        return [(samples, *(next(evaluated) if samples.n_samples else empty)) for samples in marched]
+        out = []
+        for samples, sigmas in kept:
+            if not samples.n_samples:
+                out.append((samples, *empty))
+            elif separate:
+                out.append((samples, sigmas, next(evaluated)))
+            else:
+                out.append((samples, *next(evaluated)))
+        return out
 
     def render_tile(
         self, k: int, rays: RayBundle, stratified: bool = False, generator: torch.Generator | None = None

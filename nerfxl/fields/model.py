@@ -171,6 +171,21 @@ class RadianceField(nn.Module):
         rgbs = self.decode(torch.cat([f for _, f in evaluated]), torch.cat(list(directions)), ids)
         return [(sigmas, colours) for (sigmas, _), colours in zip(evaluated, rgbs.split(sizes))]
 
+    @property
+    def density_is_separate(self) -> bool:
+        """Every held tile evaluates σ apart from its colour features (:attr:`TileField.density_is_separate`):
+        a renderer can then compute σ once for every marched sample and colours for the kept ones only."""
+        return all(tile.density_is_separate for tile in self.tiles)
+
+    def colours_of_tiles(self, tiles: Sequence[int], positions: Sequence[Tensor], directions: Sequence[Tensor],
+                         image_indices: Sequence[Tensor | None]) -> list[Tensor]:
+        """The rgbs [N_i, 3] of several tiles' samples (arguments as :meth:`query_tiles`), their σ not
+        evaluated; one decoder call for all of them."""
+        features = [self.tile(k).features(p) for k, p in zip(tiles, positions)]
+        ids = None if any(i is None for i in image_indices) else torch.cat(list(image_indices))
+        rgbs = self.decode(torch.cat(features), torch.cat(list(directions)), ids)
+        return list(rgbs.split([p.shape[0] for p in positions]))
+
     def decode(self, features: Tensor, directions: Tensor, image_indices: Tensor | None = None) -> Tensor:
         """rgbs [N, 3] of tile features [N, F] seen along directions [N, 3] (normalised here)."""
         app = self.appearance_embedding(image_indices, features.shape[0])

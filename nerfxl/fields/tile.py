@@ -82,6 +82,21 @@ class TileField(nn.Module):
         _, logit = self.feature_head(self.grid(x))
         return self.density_head(logit)
 
+    @property
+    def density_is_separate(self) -> bool:
+        """True when σ reads grid values of its own (plane-line density channels), so σ and the decoder
+        features can be evaluated on different sets of points at no extra cost; a hash tile's σ and
+        features come out of one MLP."""
+        return self.grid_type == "plane-line"
+
+    def features(self, positions: Tensor) -> Tensor:
+        """The decoder features [N, feature_dim] of world positions [N, 3] (a plane-line grid reads its
+        appearance channels only)."""
+        x = self.normalize(positions)
+        if self.grid_type == "plane-line":
+            return self.feature_head(self.grid.appearance_features(x))[0]
+        return self.feature_head(self.grid(x))[0]
+
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """World positions [N, 3] → (σ [N], features [N, feature_dim])."""
         x = self.normalize(positions)

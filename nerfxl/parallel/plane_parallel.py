@@ -91,6 +91,14 @@ class PlaneParallelField(RadianceField):
     def tile_density(self, k: int, positions: Tensor) -> Tensor:
         return self._routed(positions, lambda idx: RadianceField.tile_density(self, k, positions[idx])[:, None])[:, 0]
 
+    def colours_of_tiles(self, tiles, positions, directions, image_indices) -> list[Tensor]:
+        (k,), (p,), (d,), (ids,) = tiles, positions, directions, image_indices  # one tile
+
+        def evaluate(idx: Tensor) -> Tensor:
+            return RadianceField.colours_of_tiles(self, [k], [p[idx]], [d[idx]], [None if ids is None else ids[idx]])[0]
+
+        return [self._routed(p, evaluate)]
+
     def replicated_parameters(self) -> list[Tensor]:
         """Parameters every process holds a copy of (z lines, heads, shared modules): SUM all-reduced."""
         planes = set(map(id, self.window.plane_parameters()))
